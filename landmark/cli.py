@@ -1,0 +1,188 @@
+"""``landmark``: a thin command line over :class:`landmark.session.Session`.
+
+Every option is a field of a config class (:class:`~landmark.settings.Settings`,
+:class:`~landmark.matching.MatchConfig`, or an extractor's config via ``-E KEY=VALUE``), so
+the CLI and the library cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import config as cfg
+from .errors import LandmarkError
+from .matching import MatchConfig
+from .settings import Settings
+
+EPILOG = """Settings also come from the environment (LANDMARK_HOME, LANDMARK_DATABASE_URL,
+LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, which beats the default."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="landmark",
+        description="Find the other photos of the same landmark: index images, then query one.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, step by step")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser(
+        "index", help="extract and store the features of images",
+        description="Index images: each SOURCE is a file, a directory (searched recursively), a .txt "
+        "list of URIs, a file:// URI, or s3://bucket/key or s3://bucket/prefix/.",
+        epilog=EPILOG,
+    )
+    index.add_argument("sources", nargs="+", metavar="SOURCE", help="images to index")
+    _common(index)
+
+    query = commands.add_parser(
+        "query", help="rank the stored images by how well they match one image",
+        description="Match IMAGE against every stored image (descriptor matching + RANSAC on Dask), "
+        "print the ranking and write it as OUT.txt and OUT.json.",
+        epilog=EPILOG,
+    )
+    query.add_argument("image", metavar="IMAGE", help="the query image (path, file:// or s3:// URI)")
+    query.add_argument("--top-k", type=int, default=20, metavar="K", help="keep the K best matches (default: 20)")
+    query.add_argument(
+        "--out", metavar="PATH",
+        help="write PATH.txt and PATH.json (a local path or s3:// URI; default: results/<image name>)",
+    )
+    query.add_argument(
+        "--no-add", dest="add", action="store_false",
+        help="leave the store unchanged (by default the query image is added to it)",
+    )
+    _common(query)
+    cfg.add_options(query, MatchConfig)
+
+    info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
+    info.add_argument("--json", action="store_true", help="print as JSON")
+    cfg.add_options(info, Settings, exclude=("dask_scheduler", "dask_workers", "partition_size", "extractor"))
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-E", "--extractor-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an extractor setting, e.g. -E max_features=2000 or -E model=/path/to/delf (repeatable)",
+    )
+    cfg.add_options(parser, Settings)
+
+
+def _extractor_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise LandmarkError(f"--extractor-option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _session(args: argparse.Namespace, **kwargs: Any):  # noqa: ANN202
+    from .session import Session
+
+    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    return Session(settings, announce=lambda text: print(text, file=sys.stderr), **kwargs)
+
+
+def _progress(unit: str):  # noqa: ANN202
+    """(on_total, progress) callbacks that drive a tqdm bar on stderr (hidden when not a TTY)."""
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def on_total(total: int) -> None:
+        bar["bar"] = tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def progress(n: int) -> None:
+        bar["bar"].update(n)
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return on_total, progress, close
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    on_total, progress, close = _progress("image")
+    with _session(args, extractor_options=_extractor_options(args.extractor_option)) as session:
+        try:
+            report = session.index(args.sources, progress=progress, on_total=on_total)
+        finally:
+            close()
+        for uri, reason in report.failed:
+            print(f"failed: {uri}: {reason}", file=sys.stderr)
+        print(f"{report.summary()} (of {report.total}); store: {session.store.location}")
+    return 0 if report.total > len(report.failed) or report.total == 0 else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    out = args.out or str(Path("results") / Path(args.image.rstrip("/")).stem)
+    on_total, progress, close = _progress("partition")
+    with _session(
+        args, extractor_options=_extractor_options(args.extractor_option),
+        match_options=cfg.options_from(args, MatchConfig),
+    ) as session:
+        try:
+            result = session.query(
+                args.image, top_k=args.top_k, out=out, add=args.add, progress=progress, on_total=on_total
+            )
+        finally:
+            close()
+    counts = result.counts
+    print(f"query: {result.query} ({counts['query_features']} features, {result.extractor['name']})")
+    print(f"compared with {counts['compared']} stored images in {result.timings_s['total']:.2f} s; "
+          f"{counts['matched']} with at least {result.matching['min_inliers']} inliers")
+    if result.matches:
+        print(f"{'rank':>4}  {'inliers':>7}  {'putative':>8}  uri")
+        for rank, match in enumerate(result.matches, start=1):
+            print(f"{rank:>4}  {match.inliers:>7}  {match.putative_matches:>8}  {match.uri}")
+    else:
+        print("no stored image matches")
+    print(f"wrote {result.files['txt']} and {result.files['json']}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _session(args) as session:
+        stats = session.info()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"store:      {stats['store']}")
+    extractor = stats["extractor"]
+    options = ", ".join(f"{k}={v}" for k, v in sorted((stats["extractor_config"] or {}).items()))
+    print(f"extractor:  {extractor} ({options})" if extractor else "extractor:  none yet (bound on first index)")
+    print(f"images:     {stats['images']}")
+    print(f"features:   {stats['features']} ({stats['feature_bytes'] / 1e6:.1f} MB stored)")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "query": cmd_query, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except LandmarkError as error:
+        print(f"landmark {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"landmark {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The data contract: what every stage hands to the next. Written once, referenced everywhere.
+
+Features of one image (every extractor produces exactly this):
+
+- ``locations``   float32 ``[N x 2]``, ``(x, y)`` in pixels of the *decoded* image (after EXIF
+  orientation and the extractor's ``max_image_side`` downscale); x to the right, y down,
+  integer coordinates at pixel centres (the OpenCV convention).
+- ``descriptors`` float32 ``[N x D]``, each row L2-normalised (unit length), so the squared
+  Euclidean distance of two rows is ``2 - 2 * dot``.
+- ``image_size``  ``(width, height)`` of the decoded image in pixels.
+
+The ``landmarks`` table (one row per image; see :mod:`landmark.store`):
+
+=================  ===============  ==========================================================
+column             type             meaning
+=================  ===============  ==========================================================
+id                 bigint           surrogate key, used to split the table into partitions
+uri                text unique      normalised URI of the image (its identity in the store)
+extractor          text             name of the extractor that produced the row
+width, height      integer          ``image_size``
+num_features       integer          N
+descriptor_dim     integer          D
+locations          bytea            ``[N x 2]`` uint16 little-endian, quarter pixels (x4)
+descriptors        bytea            ``[N x D]`` float16 little-endian
+content_sha256     text             SHA-256 of the image bytes (unchanged bytes are not redone)
+added_at           timestamptz      when the row was written
+=================  ===============  ==========================================================
+
+Why these encodings: float16 keeps ~3 significant digits of a unit-length descriptor
+(dot products move by < 1e-3) and quarter-pixel locations move a point by at most 0.18 px
+against a 20 px RANSAC threshold, so rankings do not change; together they take exactly
+half the bytes of float32 storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LOCATION_QUANTUM = 4.0
+"""Locations are stored as ``round(x * 4)`` in uint16: quarter-pixel steps."""
+
+MAX_IMAGE_SIDE_STORABLE = int(np.iinfo(np.uint16).max // LOCATION_QUANTUM)
+"""The largest pixel coordinate the location encoding can hold (16383 px)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Local features of one image, in the contract's shapes and units (see module docstring)."""
+
+    locations: np.ndarray
+    """float32 ``[N x 2]``, ``(x, y)`` pixels."""
+    descriptors: np.ndarray
+    """float32 ``[N x D]``, L2-normalised rows."""
+    image_size: tuple[int, int]
+    """``(width, height)`` in pixels."""
+
+    def __post_init__(self) -> None:
+        locations = np.ascontiguousarray(self.locations, dtype=np.float32).reshape(-1, 2)
+        descriptors = np.ascontiguousarray(self.descriptors, dtype=np.float32)
+        if descriptors.ndim != 2 or descriptors.shape[0] != locations.shape[0]:
+            raise ValueError(
+                f"features need descriptors [N x D] for locations [N x 2]; got "
+                f"{tuple(descriptors.shape)} for {tuple(locations.shape)}"
+            )
+        width, height = (int(v) for v in self.image_size)
+        object.__setattr__(self, "locations", locations)
+        object.__setattr__(self, "descriptors", descriptors)
+        object.__setattr__(self, "image_size", (width, height))
+
+    @property
+    def num_features(self) -> int:
+        return int(self.locations.shape[0])
+
+    @property
+    def descriptor_dim(self) -> int:
+        return int(self.descriptors.shape[1])
+
+
+def l2_normalise(descriptors: np.ndarray) -> np.ndarray:
+    """Rows of ``[N x D]`` scaled to unit length (zero rows stay zero), as float32."""
+    descriptors = np.asarray(descriptors, dtype=np.float32)
+    norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
+    return descriptors / np.maximum(norms, np.float32(1e-12))
+
+
+def encode_locations(locations: np.ndarray) -> bytes:
+    """``[N x 2]`` float32 pixels -> bytes of uint16 quarter pixels."""
+    locations = np.asarray(locations, dtype=np.float64)
+    # Sub-pixel refinement may put a keypoint a hair outside the image; a pixel of slack is clipped.
+    if locations.size and (locations.min() < -1 or locations.max() > MAX_IMAGE_SIDE_STORABLE + 1):
+        raise ValueError(
+            f"locations must lie in [0, {MAX_IMAGE_SIDE_STORABLE}] pixels to be stored; "
+            f"got [{locations.min():.1f}, {locations.max():.1f}]"
+        )
+    quantised = np.clip(np.rint(locations * LOCATION_QUANTUM), 0, np.iinfo(np.uint16).max)
+    return quantised.astype("<u2").tobytes()
+
+
+def decode_locations(data: bytes) -> np.ndarray:
+    """Inverse of :func:`encode_locations`: float32 ``[N x 2]`` pixels."""
+    return (np.frombuffer(data, dtype="<u2").astype(np.float32) / LOCATION_QUANTUM).reshape(-1, 2)
+
+
+def encode_descriptors(descriptors: np.ndarray) -> bytes:
+    """``[N x D]`` float32 -> bytes of little-endian float16."""
+    return np.asarray(descriptors, dtype="<f2").tobytes()
+
+
+def decode_descriptors(data: bytes, dim: int) -> np.ndarray:
+    """Inverse of :func:`encode_descriptors`: float32 ``[N x D]``."""
+    return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(-1, dim)

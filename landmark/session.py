@@ -1,0 +1,208 @@
+"""The library's front door: one object that holds the settings and opens what they name.
+
+    with Session() as lm:
+        lm.index(["photos/"])
+        result = lm.query("photos/eiffel.jpg", top_k=10, out="results/eiffel")
+
+A session opens the store, the extractor and the Dask client when first needed and keeps
+them until :meth:`close`, so a long-lived process (a worker) pays for each once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import config as cfg
+from .embedded import embedded_url
+from .errors import ExtractorMismatchError
+from .extractors import registry
+from .extractors.base import Extractor
+from .indexing import IndexReport, extract_bytes, index_uris, sha256
+from .matching import PRESETS, MatchConfig
+from .results import QueryResult, write
+from .search import dask_client, rank, search
+from .settings import Settings
+from .sources import expand, normalise, read_bytes
+from .store import ExtractorSpec, Row, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 20
+
+
+class Session:
+    """Settings plus the store, extractor and Dask client they lead to."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        extractor_options: Mapping[str, Any] | None = None,
+        match_options: Mapping[str, Any] | None = None,
+        announce: Callable[[str], None] = log.info,
+    ) -> None:
+        self.settings = settings or cfg.resolve(Settings)
+        self.extractor_options = dict(extractor_options or {})
+        self.match_options = dict(match_options or {})
+        self.announce = announce
+        self._store: Store | None = None
+        self._extractor: Extractor | None = None
+        self._client_cm: Any = None
+        self._client: Any = None
+
+    # -- parts, opened on first use ------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            if self.settings.database_url:
+                self._store = Store(self.settings.database_url)
+            else:
+                home = self.settings.home_path
+                self._store = Store(embedded_url(home), location=f"embedded PostgreSQL in {home / 'pgdata'}")
+        return self._store
+
+    @property
+    def extractor(self) -> Extractor:
+        """The store's extractor; an unbound store is bound to the one the settings ask for."""
+        if self._extractor is None:
+            self._extractor = self._open_extractor()
+        return self._extractor
+
+    def _open_extractor(self) -> Extractor:
+        name = self.settings.extractor
+        bound = self.store.extractor_spec()
+        if bound is None:
+            extractor = registry.create(name, self.extractor_options, announce=self.announce)
+            self.store.bind(spec_of(extractor))
+            return extractor
+        if name not in (registry.AUTO, bound.name):
+            raise ExtractorMismatchError(
+                f"store at {self.store.location} holds features of extractor {bound.describe()}; "
+                f"refusing to mix in {name!r}. Use the same extractor, or a new store "
+                "(another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
+            )
+        # Options given now must agree with the store's; the rest come from the store.
+        config_cls = registry.config_class(bound.name)
+        given = {k: v for k, v in self.extractor_options.items() if k in cfg.field_names(config_cls)}
+        asked = cfg.as_dict(cfg.resolve(config_cls, {**bound.config, **given}, environ={}))
+        if asked != bound.config:
+            raise ExtractorMismatchError(
+                f"store at {self.store.location} holds features of extractor {bound.describe()}; "
+                f"refusing to mix in {ExtractorSpec(bound.name, asked).describe()}. Use the same "
+                "extractor, or a new store (another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
+            )
+        extractor = registry.create(bound.name, bound.config, environ={})
+        self.announce(f"extractor: {bound.name} (the store's)")
+        return extractor
+
+    @property
+    def match_config(self) -> MatchConfig:
+        return cfg.resolve(MatchConfig, self.match_options, base=PRESETS[self.extractor.matching_preset])
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client_cm = dask_client(self.settings)
+            self._client = self._client_cm.__enter__()
+        return self._client
+
+    def close(self) -> None:
+        if self._client_cm is not None:
+            self._client_cm.__exit__(None, None, None)
+            self._client_cm = self._client = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def index(
+        self, sources: Iterable[str], *, progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> IndexReport:
+        """Index every image named by ``sources`` (see :mod:`landmark.sources`)."""
+        uris = list(expand(sources))
+        if on_total is not None:
+            on_total(len(uris))
+        return index_uris(self.store, self.extractor, uris, progress=progress)
+
+    def query(
+        self,
+        image: str,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        out: str | None = None,
+        add: bool = True,
+        progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> QueryResult:
+        """Rank the stored images by verified inliers with ``image``; write files if ``out``."""
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        start = clock
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
+        uri = normalise(image)
+        data = read_bytes(uri)
+        lap("read_query")
+        extractor, match_config = self.extractor, self.match_config
+        features = extract_bytes(extractor, data, uri)
+        lap("extract_query")
+        partitions = self.store.partitions(self.settings.partition_size)
+        if on_total is not None:
+            on_total(len(partitions))
+        lap("plan")
+        client = self.client if partitions else None
+        lap("connect_dask")
+        candidates = search(client, self.store.url, partitions, features, uri, match_config, progress)
+        lap("match")
+        ranked = rank(candidates, min_inliers=match_config.min_inliers, top_k=top_k)
+        lap("rank")
+        if add:
+            self.store.upsert([Row(uri, extractor.name, features, sha256(data))])
+            lap("store_query")
+        timings["total"] = time.perf_counter() - start
+        needed = max(3, match_config.min_inliers)
+        result = QueryResult(
+            query=uri,
+            store=self.store.location,
+            extractor={"name": extractor.name, "config": cfg.as_dict(extractor.config)},
+            matching=cfg.as_dict(match_config),
+            top_k=top_k,
+            matches=ranked,
+            counts={
+                "query_features": features.num_features,
+                "partitions": len(partitions),
+                "compared": len(candidates),
+                "verified": sum(c.putative_matches >= needed for c in candidates),
+                "matched": sum(c.inliers >= match_config.min_inliers and c.inliers > 0 for c in candidates),
+                "returned": len(ranked),
+            },
+            timings_s=timings,
+            added_to_store=add,
+        )
+        if out:
+            write(result, out)
+        return result
+
+    def info(self) -> dict[str, Any]:
+        return self.store.stats()
+
+
+def spec_of(extractor: Extractor) -> ExtractorSpec:
+    return ExtractorSpec(extractor.name, cfg.as_dict(extractor.config))

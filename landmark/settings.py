@@ -1,0 +1,63 @@
+"""Where things run: the store, the Dask cluster, and the defaults of a job.
+
+With nothing set, everything runs on this machine: an embedded Postgres under ``home`` and a
+local Dask cluster. Each field names the environment variable that overrides its default;
+arguments override both (see :func:`landmark.config.resolve`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import setting
+from .errors import ConfigError
+
+
+def default_home() -> str:
+    import platformdirs
+
+    return platformdirs.user_data_dir("landmark", appauthor=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment settings."""
+
+    home: str = setting(
+        "", env="LANDMARK_HOME", help="directory for the embedded database and local state "
+        "(empty: the user's data directory)"
+    )
+    database_url: str = setting(
+        "", env="LANDMARK_DATABASE_URL",
+        help="PostgreSQL URL (postgresql://user:pass@host/db); empty: an embedded server under HOME",
+    )
+    dask_scheduler: str = setting(
+        "", env="LANDMARK_DASK_SCHEDULER",
+        help="address of a running Dask scheduler (tcp://host:8786); empty: a local cluster",
+    )
+    dask_workers: int = setting(
+        0, env="LANDMARK_DASK_WORKERS", help="worker processes of the local cluster (0: one per core)"
+    )
+    partition_size: int = setting(
+        256, env="LANDMARK_PARTITION_SIZE", help="stored images per Dask matching task"
+    )
+    extractor: str = setting(
+        "auto", env="LANDMARK_EXTRACTOR",
+        help="feature extractor: auto, delf or rootsift (auto: the store's, else DELF if it loads, else RootSIFT)",
+    )
+
+    def validate(self) -> None:
+        if self.dask_workers < 0:
+            raise ConfigError(f"dask_workers: must be 0 or more, got {self.dask_workers}")
+        if self.partition_size < 1:
+            raise ConfigError(f"partition_size: must be at least 1, got {self.partition_size}")
+
+    @property
+    def home_path(self) -> Path:
+        return Path(os.path.expanduser(self.home or default_home()))
+
+    @property
+    def local_workers(self) -> int:
+        return self.dask_workers or os.cpu_count() or 1
