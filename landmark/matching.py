@@ -37,7 +37,7 @@ class MatchConfig:
     ratio: float = setting(0.8, help="ratio rule: keep a nearest neighbour closer than RATIO x the second")
     ransac_threshold: float = setting(20.0, help="RANSAC inlier threshold in pixels")
     ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair")
-    min_inliers: int = setting(8, help="drop images with fewer verified inliers than this")
+    min_inliers: int = setting(5, help="drop images with fewer verified inliers than this")
     seed: int = setting(0, help="RANSAC seed; the same seed gives the same inlier counts")
 
     def validate(self) -> None:

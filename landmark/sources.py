@@ -105,12 +105,17 @@ def _expand_one(source: str, base: Path | None, depth: int) -> Iterator[str]:
 
 def _expand_s3(uri: str, depth: int) -> Iterator[str]:
     bucket, key = s3.split(uri)
-    if key and not key.endswith("/") and s3.exists(uri):
-        if Path(key).suffix.lower() in LIST_SUFFIXES:
+    suffix = Path(key).suffix.lower()
+    if key and not key.endswith("/"):
+        if suffix in IMAGE_SUFFIXES:
+            yield uri  # read (and reported, if missing) with the image itself; no round trip here
+            return
+        if suffix in LIST_SUFFIXES:
             yield from _expand_list(uri, s3.read(uri), None, depth)
-        else:
+            return
+        if s3.exists(uri):
             yield uri
-        return
+            return
     prefix = uri if (not key or key.endswith("/")) else uri + "/"
     found = [k for k in s3.list_keys(prefix) if is_image_name(k)]
     if not found:

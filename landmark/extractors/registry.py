@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import config as cfg
-from ..errors import ModelLoadError, UnknownExtractorError
+from ..errors import ConfigError, ModelLoadError, UnknownExtractorError
 from .base import Extractor
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,12 @@ def create(
     ``announce`` is told which one it chose and why.
     """
     if name == AUTO:
+        known = set(cfg.field_names(config_class("delf"))) | set(cfg.field_names(config_class("rootsift")))
+        unknown = sorted(set(options or {}) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown option {unknown[0]!r} for extractor auto; valid options: {', '.join(sorted(known))}"
+            )
         try:
             extractor = create("delf", _options_for("delf", options), environ=environ)
         except ModelLoadError as error:
