@@ -163,12 +163,13 @@ class Session:
         extractor, match_config = self.extractor, self.match_config
         features = extract_bytes(extractor, data, uri)
         lap("extract_query")
-        partitions = self.store.partitions(self.settings.partition_size)
+        stored = self.store.count()
+        client = self.client if stored else None
+        lap("connect_dask")
+        partitions = self.store.partitions(partition_size(stored, self.settings.partition_size, client))
         if on_total is not None:
             on_total(len(partitions))
         lap("plan")
-        client = self.client if partitions else None
-        lap("connect_dask")
         candidates = search(client, self.store.url, partitions, features, uri, match_config, progress)
         lap("match")
         ranked = rank(candidates, min_inliers=match_config.min_inliers, top_k=top_k)
@@ -202,6 +203,14 @@ class Session:
 
     def info(self) -> dict[str, Any]:
         return self.store.stats()
+
+
+def partition_size(stored: int, largest: int, client: Any) -> int:
+    """At most ``largest`` images per task, but enough tasks to give every worker one."""
+    if client is None:
+        return largest
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    return max(1, min(largest, -(-stored // workers)))
 
 
 def spec_of(extractor: Extractor) -> ExtractorSpec:

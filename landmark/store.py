@@ -210,6 +210,11 @@ class Store:
 
     # -- reads ---------------------------------------------------------------------------
 
+    def count(self) -> int:
+        with self._conn, self._conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM landmarks")
+            return int(cur.fetchone()[0])
+
     def partitions(self, size: int) -> list[Partition]:
         """Split the table into id ranges of about ``size`` rows, reading only ids."""
         with self._conn, self._conn.cursor() as cur:
