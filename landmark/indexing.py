@@ -83,7 +83,7 @@ def _index_chunk(store: Store, extractor: Extractor, uris: list[str], pool: Thre
     payloads: dict[str, bytes] = {}
     for uri, outcome in zip(uris, pool.map(_read, uris)):
         if isinstance(outcome, LandmarkError):
-            report.failed.append((uri, _reason(outcome, uri)))
+            report.failed.append((uri, reason_of(outcome, uri)))
         else:
             payloads[uri] = outcome
     hashes = {uri: sha256(data) for uri, data in payloads.items()}
@@ -93,7 +93,7 @@ def _index_chunk(store: Store, extractor: Extractor, uris: list[str], pool: Thre
     rows = []
     for uri, outcome in zip(todo, pool.map(lambda u: _extract(extractor, payloads[u], u), todo)):
         if isinstance(outcome, LandmarkError):
-            report.failed.append((uri, _reason(outcome, uri)))
+            report.failed.append((uri, reason_of(outcome, uri)))
         else:
             rows.append(Row(uri, extractor.name, outcome, hashes[uri]))
     store.upsert(rows)
@@ -117,7 +117,8 @@ def _extract(extractor: Extractor, data: bytes, uri: str) -> Features | Landmark
         return ImageError(uri, f"extraction failed ({type(error).__name__}: {error})")
 
 
-def _reason(error: LandmarkError, uri: str) -> str:
+def reason_of(error: LandmarkError, uri: str) -> str:
+    """The error's message less the leading ``"uri: "`` that the report already shows."""
     text = str(error)
     return text[len(uri) + 2:] if text.startswith(uri + ": ") else text
 

@@ -79,7 +79,14 @@ def match_task(
     url: str, partition: Partition, query: Features, exclude_uri: str | None, config: MatchConfig
 ) -> list[Candidate]:
     """Runs on a Dask worker: read one partition, match it, return one candidate per image."""
-    uris, stored = read_partition(_worker_connection(url), partition, exclude_uri)
+    import psycopg2
+
+    try:
+        uris, stored = read_partition(_worker_connection(url), partition, exclude_uri)
+    except psycopg2.OperationalError:
+        # The cached connection went stale (server restart, idle timeout): reconnect once.
+        _connections.pop(url, None)
+        uris, stored = read_partition(_worker_connection(url), partition, exclude_uri)
     counts = match_partition(query, stored, config)
     return [Candidate(uri, int(c[0]), int(c[1])) for uri, c in zip(uris, counts)]
 

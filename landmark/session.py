@@ -17,10 +17,10 @@ from typing import Any
 
 from . import config as cfg
 from .embedded import embedded_url
-from .errors import ExtractorMismatchError
+from .errors import ExtractorMismatchError, SourceError
 from .extractors import registry
 from .extractors.base import Extractor
-from .indexing import IndexReport, extract_bytes, index_uris, sha256
+from .indexing import IndexReport, extract_bytes, index_uris, reason_of, sha256
 from .matching import PRESETS, MatchConfig
 from .results import QueryResult, write
 from .search import dask_client, rank, search
@@ -130,11 +130,23 @@ class Session:
         self, sources: Iterable[str], *, progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> IndexReport:
-        """Index every image named by ``sources`` (see :mod:`landmark.sources`)."""
-        uris = list(expand(sources))
+        """Index every image named by ``sources`` (see :mod:`landmark.sources`).
+
+        A source that cannot be expanded (an empty S3 prefix, an unreadable list) is reported
+        in the report's failures like a bad image; the other sources are still indexed.
+        """
+        uris: dict[str, None] = {}  # ordered and without repeats
+        unusable: list[tuple[str, str]] = []
+        for source in sources:
+            try:
+                uris.update(dict.fromkeys(expand([source])))
+            except SourceError as error:
+                unusable.append((source, reason_of(error, source)))
         if on_total is not None:
             on_total(len(uris))
-        return index_uris(self.store, self.extractor, uris, progress=progress)
+        report = index_uris(self.store, self.extractor, list(uris), progress=progress) if uris else IndexReport()
+        report.failed[:0] = unusable
+        return report
 
     def query(
         self,

@@ -68,3 +68,18 @@ def test_index_a_prefix_and_query_with_results_on_s3(uploaded: str, database_url
     assert text.splitlines()[0].split("\t")[2] == first
     assert document["matches"][0]["uri"] == first and document["matches"][0]["inliers"] > 100
     assert document["query"] == f"s3://{uploaded}/other/x.jpg"
+
+
+def test_an_unusable_source_is_reported_and_the_others_indexed(
+    uploaded: str, database_url: str, dask_cluster_address: str
+) -> None:
+    settings = cfg.resolve(
+        Settings, {"database_url": database_url, "dask_scheduler": dask_cluster_address, "extractor": "rootsift"},
+        environ={},
+    )
+    with Session(settings) as lm:
+        report = lm.index([f"s3://{uploaded}/nothing/", f"s3://{uploaded}/other/x.jpg"])
+    assert report.stored == 1
+    assert report.failed == [
+        (f"s3://{uploaded}/nothing/", "no image objects under this S3 prefix")
+    ]

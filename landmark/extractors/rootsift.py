@@ -5,6 +5,7 @@ Needs no weights, so it runs everywhere; it is what ``auto`` falls back to offli
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,17 +37,24 @@ class RootSiftExtractor:
     matching_preset: ClassVar[str] = "rootsift"
 
     def __init__(self, config: RootSiftConfig) -> None:
+        self.config = config
+        # OpenCV does not promise that one detector may serve several threads: one per thread.
+        self._local = threading.local()
+
+    def _sift(self):  # noqa: ANN202 - cv2.SIFT
         import cv2
 
-        self.config = config
-        self._sift = cv2.SIFT_create(
-            nfeatures=config.max_features, contrastThreshold=config.contrast_threshold
-        )
-        self._cv2 = cv2
+        if not hasattr(self._local, "sift"):
+            self._local.sift = cv2.SIFT_create(
+                nfeatures=self.config.max_features, contrastThreshold=self.config.contrast_threshold
+            )
+        return self._local.sift
 
     def extract(self, image: np.ndarray) -> Features:
-        gray = self._cv2.cvtColor(np.ascontiguousarray(image), self._cv2.COLOR_RGB2GRAY)
-        keypoints, descriptors = self._sift.detectAndCompute(gray, None)
+        import cv2
+
+        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        keypoints, descriptors = self._sift().detectAndCompute(gray, None)
         height, width = gray.shape
         if descriptors is None or not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), (width, height))
