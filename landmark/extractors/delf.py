@@ -20,10 +20,13 @@ with this signature, not only Google's, yields contract-conforming features.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import threading
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -137,8 +140,9 @@ def _load(handle: str) -> Any:
             raise _BadModelDirectory("the directory holds no saved_model.pb, so it is not a SavedModel")
     # TF logs a screenful at import; quieten it unless the user asked for a level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow  # noqa: F401  (imported after the log level is set, before hub imports it)
-    import tensorflow_hub as hub
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401  (imported after the log level is set, before hub imports it)
+        import tensorflow_hub as hub
 
     signatures = hub.load(target).signatures
     if "default" not in signatures:
@@ -148,6 +152,24 @@ def _load(handle: str) -> Any:
     if missing:
         raise _BadModelDirectory(f"its 'default' signature lacks the outputs {', '.join(sorted(missing))}")
     return signature
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what native code writes to file descriptor 2 (TF's C++ start-up log, which ignores
+    TF_CPP_MIN_LOG_LEVEL in recent releases) unless logging is verbose. Python exceptions still
+    propagate, so an import that fails is still reported."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _is_url(handle: str) -> bool:
