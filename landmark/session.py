@@ -17,7 +17,7 @@ from typing import Any
 
 from . import config as cfg
 from .embedded import embedded_url
-from .errors import ExtractorMismatchError, SourceError
+from .errors import SourceError
 from .extractors import registry
 from .extractors.base import Extractor
 from .indexing import IndexReport, extract_bytes, index_uris, reason_of, sha256
@@ -80,21 +80,13 @@ class Session:
             self.store.bind(spec_of(extractor))
             return extractor
         if name not in (registry.AUTO, bound.name):
-            raise ExtractorMismatchError(
-                f"store at {self.store.location} holds features of extractor {bound.describe()}; "
-                f"refusing to mix in {name!r}. Use the same extractor, or a new store "
-                "(another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
-            )
+            raise self.store.mismatch(bound, repr(name))
         # Options given now must agree with the store's; the rest come from the store.
         config_cls = registry.config_class(bound.name)
         given = {k: v for k, v in self.extractor_options.items() if k in cfg.field_names(config_cls)}
         asked = cfg.as_dict(cfg.resolve(config_cls, {**bound.config, **given}, environ={}))
         if asked != bound.config:
-            raise ExtractorMismatchError(
-                f"store at {self.store.location} holds features of extractor {bound.describe()}; "
-                f"refusing to mix in {ExtractorSpec(bound.name, asked).describe()}. Use the same "
-                "extractor, or a new store (another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
-            )
+            raise self.store.mismatch(bound, ExtractorSpec(bound.name, asked).describe())
         extractor = registry.create(bound.name, bound.config, environ={})
         self.announce(f"extractor: {bound.name} (the store's)")
         return extractor

@@ -152,12 +152,15 @@ class Store:
         bound = self.extractor_spec()
         assert bound is not None
         if bound != spec:
-            raise ExtractorMismatchError(
-                f"store at {self.location} holds features of extractor {bound.describe()}; "
-                f"refusing to mix in {spec.describe()}. Use the same extractor, or a new store "
-                "(another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
-            )
+            raise self.mismatch(bound, spec.describe())
         return bound
+
+    def mismatch(self, bound: ExtractorSpec, asked: str) -> ExtractorMismatchError:
+        return ExtractorMismatchError(
+            f"store at {self.location} holds features of extractor {bound.describe()}; "
+            f"refusing to mix in {asked}. Use the same extractor, or a new store "
+            "(another LANDMARK_HOME or LANDMARK_DATABASE_URL)"
+        )
 
     # -- writes --------------------------------------------------------------------------
 
