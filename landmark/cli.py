@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(query)
     cfg.add_options(query, MatchConfig)
 
+    evaluation = commands.add_parser(
+        "eval", help="index a dataset into a fresh store and score leave-one-out retrieval",
+        description="Index DATASET_DIR (laid out as <group>/<image>; groups named _... are distractors: "
+        "indexed, never queried) into a fresh store, query every other image against all the rest, and "
+        "print mean average precision, precision at 1 and timings. The store is a temporary embedded "
+        "PostgreSQL, removed afterwards (LANDMARK_HOME is not used); --home or --database-url / "
+        "LANDMARK_DATABASE_URL name another store, which must hold no images.",
+        epilog=EPILOG,
+    )
+    evaluation.add_argument("dataset", metavar="DATASET_DIR", help="folder of <group>/<image> files")
+    evaluation.add_argument(
+        "--out", metavar="DIR",
+        help="write DIR/summary.json and DIR/queries/<group>__<image>.json (default: eval-results/<dataset name>)",
+    )
+    evaluation.add_argument(
+        "--keep-store", action="store_true",
+        help="keep the temporary store afterwards and print where it is (default: remove it)",
+    )
+    _common(evaluation)
+    cfg.add_options(evaluation, MatchConfig)
+
     info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
     info.add_argument("--json", action="store_true", help="print as JSON")
     cfg.add_options(info, Settings, exclude=("dask_scheduler", "dask_workers", "partition_size", "extractor"))
@@ -84,10 +108,10 @@ def _extractor_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _session(args: argparse.Namespace, **kwargs: Any):  # noqa: ANN202
+def _session(args: argparse.Namespace, settings: Settings | None = None, **kwargs: Any):  # noqa: ANN202
     from .session import Session
 
-    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    settings = settings or cfg.resolve(Settings, cfg.options_from(args, Settings))
     return Session(settings, announce=lambda text: print(text, file=sys.stderr), **kwargs)
 
 
@@ -150,6 +174,75 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import dataset_groups, evaluate
+
+    dataset = Path(os.path.abspath(os.path.expanduser(args.dataset)))
+    dataset_groups(dataset)  # a bad layout is an error before any store is made
+    out = Path(args.out) if args.out else Path("eval-results") / dataset.name
+    overrides = cfg.options_from(args, Settings)
+    settings = cfg.resolve(Settings, overrides)
+    temporary = None
+    if not settings.database_url and overrides.get("home") is None:
+        temporary = Path(tempfile.mkdtemp(prefix="landmark-eval-"))
+        overrides["home"] = str(temporary)  # beats LANDMARK_HOME: the user's own store is never used
+    bars: list[Any] = []
+
+    def progress(phase: str, total: int):  # noqa: ANN202
+        for close in bars:
+            close()
+        on_total, update, close = _progress("image" if phase == "index" else "query")
+        bars[:] = [close]
+        on_total(total)
+        return update
+
+    try:
+        with _session(
+            args, settings=cfg.resolve(Settings, overrides),
+            extractor_options=_extractor_options(args.extractor_option),
+            match_options=cfg.options_from(args, MatchConfig),
+        ) as session:
+            if temporary is None:
+                held = session.info()["images"]
+                if held:
+                    raise LandmarkError(
+                        f"the store {session.store.location} already holds {held} image{'s' * (held != 1)}; "
+                        "an evaluation needs an empty one (leave out --database-url, LANDMARK_DATABASE_URL "
+                        "and --home to use a temporary store)"
+                    )
+            location = session.store.location
+            try:
+                report = evaluate(session, dataset, out_dir=out, progress=progress)
+            finally:
+                for close in bars:
+                    close()
+    finally:
+        if temporary is not None and not args.keep_store:
+            _remove_embedded(temporary)
+    for uri, reason in report.index_failures:
+        print(f"failed: {uri}: {reason}", file=sys.stderr)
+    for uri, reason in report.query_failures:
+        print(f"query failed: {uri}: {reason}", file=sys.stderr)
+    for line in report.summary_lines():
+        print(line)
+    print(f"wrote {out / 'summary.json'} and {len(report.queries)} query files in {out / 'queries'}")
+    if temporary is None:
+        print(f"store: {location}")
+    elif args.keep_store:
+        print(f"store kept: {location}; use it with --home {temporary} (or LANDMARK_HOME={temporary})")
+    else:
+        print(f"store: temporary, removed ({temporary})")
+    return 0
+
+
+def _remove_embedded(home: Path) -> None:
+    """Stop the embedded server this process started under ``home``, then delete ``home``."""
+    from .embedded import stop
+
+    stop(home)
+    shutil.rmtree(home, ignore_errors=True)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _session(args) as session:
         stats = session.info()
@@ -165,7 +258,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "query": cmd_query, "info": cmd_info}
+COMMANDS = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

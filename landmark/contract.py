@@ -9,6 +9,9 @@ Features of one image (every extractor produces exactly this):
   Euclidean distance of two rows is ``2 - 2 * dot``.
 - ``image_size``  ``(width, height)`` of the decoded image in pixels.
 
+A partition of stored images travels as one :class:`FeatureBatch`: their locations and
+descriptors laid end to end, with ``offsets`` marking where each image's rows start.
+
 The ``landmarks`` table (one row per image; see :mod:`landmark.store`):
 
 =================  ===============  ==========================================================
@@ -34,6 +37,7 @@ half the bytes of float32 storage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +80,39 @@ class Features:
     @property
     def descriptor_dim(self) -> int:
         return int(self.descriptors.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureBatch:
+    """The features of ``B`` images laid end to end, ready to be matched as one partition.
+
+    ``locations`` float32 ``[M x 2]`` and ``descriptors`` float32 ``[M x D]`` (contract units),
+    image ``b`` owning rows ``offsets[b]:offsets[b + 1]`` (``offsets`` int64 ``[B + 1]``).
+    """
+
+    locations: np.ndarray
+    descriptors: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, stored: Sequence[Features], dim: int | None = None) -> FeatureBatch:
+        counts = [f.num_features for f in stored]
+        offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
+        dim = dim if dim is not None else (stored[0].descriptor_dim if stored else 0)
+        if offsets[-1] == 0:
+            return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), offsets)
+        return cls(
+            np.concatenate([f.locations for f in stored]),
+            np.concatenate([f.descriptors for f in stored]),
+            offsets,
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.locations.nbytes + self.descriptors.nbytes + self.offsets.nbytes
 
 
 def l2_normalise(descriptors: np.ndarray) -> np.ndarray:

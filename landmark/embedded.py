@@ -38,3 +38,13 @@ def embedded_url(home: Path) -> str:
         _servers[pgdata] = server
         log.info("embedded PostgreSQL running in %s", pgdata)
     return server.get_uri()  # type: ignore[attr-defined]
+
+
+def stop(home: Path) -> None:
+    """Stop the server this process started under ``home`` (if it is its last user)."""
+    import atexit
+
+    server = _servers.pop((home / "pgdata").resolve(), None)
+    if server is not None:
+        server.cleanup()  # type: ignore[attr-defined]
+        atexit.unregister(server._cleanup)  # type: ignore[attr-defined]

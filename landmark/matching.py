@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from .config import setting
-from .contract import Features
+from .contract import FeatureBatch, Features
 from .errors import ConfigError
 from .verification import ransac_affine
 
@@ -114,34 +114,34 @@ def _keep(best: np.ndarray, second: np.ndarray | None, config: MatchConfig) -> n
 
 
 def match_partition(query: Features, stored: Sequence[Features], config: MatchConfig) -> np.ndarray:
+    """:func:`match_batch` of ``query`` against the images ``stored``."""
+    return match_batch(query, FeatureBatch.of(stored, query.descriptor_dim), config)
+
+
+def match_batch(query: Features, batch: FeatureBatch, config: MatchConfig) -> np.ndarray:
     """Verify one query against many stored images at once.
 
     Returns int64 ``[B x 2]``: ``(inliers, putative matches)`` for each of the ``B`` stored images,
-    in order. One matrix product covers the whole partition; RANSAC then runs per pair, and only
-    where enough putative matches exist to reach both ``min_inliers`` and the 3 samples of an
-    affine model (otherwise inliers are 0).
+    in order. Nearest neighbours come from blocked matrix products over the whole batch; RANSAC
+    then runs per pair, and only where enough putative matches exist to reach both
+    ``min_inliers`` and the 3 samples of an affine model (otherwise inliers are 0).
     """
-    result = np.zeros((len(stored), 2), dtype=np.int64)
-    if not stored or query.num_features == 0:
+    result = np.zeros((len(batch), 2), dtype=np.int64)
+    if len(batch) == 0 or query.num_features == 0 or batch.offsets[-1] == 0:
         return result
-    counts = np.array([f.num_features for f in stored])
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    all_descriptors = np.concatenate([f.descriptors for f in stored]) if offsets[-1] else None
-    if all_descriptors is None:
-        return result
-    nearest, best, second = _nearest_query(query.descriptors, all_descriptors, config.rule == "ratio")
+    nearest, best, second = _nearest_query(query.descriptors, batch.descriptors, config.rule == "ratio")
     keep = _keep(best, second, config)
+    kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    putatives = kept_before[batch.offsets[1:]] - kept_before[batch.offsets[:-1]]
+    result[:, 1] = putatives
     needed = max(AFFINE_MIN_SAMPLES, config.min_inliers)
-    for b, features in enumerate(stored):
-        lo, hi = offsets[b], offsets[b + 1]
-        stored_idx = np.flatnonzero(keep[lo:hi])
-        result[b, 1] = stored_idx.size
-        if stored_idx.size < needed:
-            continue
+    for b in np.flatnonzero(putatives >= needed):
+        lo, hi = batch.offsets[b], batch.offsets[b + 1]
+        stored_idx = lo + np.flatnonzero(keep[lo:hi])
         # Query -> stored, the direction of DELF's own verification (residuals in stored pixels).
         inliers = ransac_affine(
-            query.locations[nearest[lo:hi][stored_idx]],
-            features.locations[stored_idx],
+            query.locations[nearest[stored_idx]],
+            batch.locations[stored_idx],
             threshold=config.ransac_threshold,
             trials=config.ransac_trials,
             seed=config.seed,

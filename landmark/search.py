@@ -1,23 +1,26 @@
 """Fan a query out over the stored images on Dask, then rank.
 
-Each task reads its own partition (an id range) from PostgreSQL, matches it against the
-query with :func:`landmark.matching.match_partition`, and returns one
+Each partition (an id range) is read from PostgreSQL by a worker, which keeps it in memory
+(:class:`PartitionCache`); a matching task then runs where it lives, matches it against the
+query with :func:`landmark.matching.match_batch`, and returns one
 ``(uri, inliers, putative matches)`` per stored image. The client only ever sees partition
-bounds and those small results, never the table.
+bounds, fingerprints and those small results, never the table.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .contract import Features
-from .matching import MatchConfig, match_partition
+from .contract import FeatureBatch, Features
+from .matching import MatchConfig, match_batch
 from .settings import Settings
-from .store import Partition, connect, read_partition
+from .store import Partition, connect, read_batch
 
 log = logging.getLogger(__name__)
 
@@ -75,50 +78,122 @@ def _worker_connection(url: str) -> Any:
     return conn
 
 
-def match_task(
-    url: str, partition: Partition, query: Features, exclude_uri: str | None, config: MatchConfig
-) -> list[Candidate]:
-    """Runs on a Dask worker: read one partition, match it, return one candidate per image."""
+@dataclass(frozen=True, eq=False)
+class LoadedPartition:
+    """A partition as a worker holds it in memory between queries."""
+
+    uris: list[str]
+    batch: FeatureBatch
+
+    def __sizeof__(self) -> int:  # lets Dask account for the memory it holds
+        return self.batch.nbytes + sum(len(u) + 49 for u in self.uris)
+
+
+def load_partition(url: str, partition: Partition) -> LoadedPartition:
+    """Runs on a Dask worker: read one partition from PostgreSQL."""
     import psycopg2
 
     try:
-        uris, stored = read_partition(_worker_connection(url), partition, exclude_uri)
+        uris, batch = read_batch(_worker_connection(url), partition)
     except psycopg2.OperationalError:
         # The cached connection went stale (server restart, idle timeout): reconnect once.
         _connections.pop(url, None)
-        uris, stored = read_partition(_worker_connection(url), partition, exclude_uri)
-    counts = match_partition(query, stored, config)
-    return [Candidate(uri, int(c[0]), int(c[1])) for uri, c in zip(uris, counts)]
+        uris, batch = read_batch(_worker_connection(url), partition)
+    return LoadedPartition(uris, batch)
+
+
+def match_loaded(
+    loaded: LoadedPartition, query: Features, exclude_uri: str | None, config: MatchConfig
+) -> list[Candidate]:
+    """Runs on a Dask worker: match a held partition, one candidate per image but the query's own."""
+    counts = match_batch(query, loaded.batch, config)
+    return [Candidate(uri, int(c[0]), int(c[1])) for uri, c in zip(loaded.uris, counts) if uri != exclude_uri]
+
+
+class PartitionCache:
+    """What the Dask workers hold across the queries of one client, by fingerprint.
+
+    - Partitions: each is read from PostgreSQL once and stays in a worker's memory while this
+      cache holds its future; matching tasks then run where it lives.
+    - Match results of the last :attr:`RECENT_QUERIES` queries, per partition: repeating a query
+      (same features, settings and excluded URI) against unchanged partitions recomputes nothing.
+
+    Both are keyed by the partitions' fingerprints: when a row in a partition is written or
+    deleted, its old copy and results are released and it is read anew.
+    """
+
+    RECENT_QUERIES = 8
+
+    def __init__(self, client: Any, url: str) -> None:
+        self.client = client
+        self.url = url
+        self._held: dict[str, Any] = {}
+        self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._tag = hashlib.sha1(url.encode()).hexdigest()[:12]
+
+    def futures(self, partitions: Sequence[Partition]) -> tuple[list[str], list[Any], int]:
+        """Keys and futures of ``partitions`` (loading the ones not held), and how many were loaded."""
+        keys = [f"landmark-partition-{self._tag}-{p.lo}-{p.hi}-{p.rows}-{p.revision}" for p in partitions]
+        for stale in set(self._held) - set(keys):
+            del self._held[stale]  # dropping the future lets the worker free the memory
+        loaded = 0
+        for key, partition in zip(keys, partitions):
+            if key not in self._held:
+                self._held[key] = self.client.submit(load_partition, self.url, partition, key=key)
+                loaded += 1
+        return keys, [self._held[key] for key in keys], loaded
+
+    def results(self, signature: str, keys: Sequence[str]) -> dict[str, Any]:
+        """The match futures already held for query ``signature``, by partition key (the
+        current ``keys`` only); the dict is the one to add new futures to."""
+        held = self._results.pop(signature, {})
+        held = {key: held[key] for key in keys if key in held}
+        self._results[signature] = held
+        while len(self._results) > self.RECENT_QUERIES:
+            self._results.popitem(last=False)
+        return held
+
+    def clear(self) -> None:
+        self._held.clear()
+        self._results.clear()
+
+
+def query_signature(query: Features, exclude_uri: str | None, config: MatchConfig) -> str:
+    """Identifies a query's work: its features, the URI left out and the matching settings."""
+    digest = hashlib.sha1()
+    for part in (query.locations.tobytes(), query.descriptors.tobytes(), repr((exclude_uri, config)).encode()):
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def search(
-    client: Any,
-    url: str,
+    cache: PartitionCache,
     partitions: Sequence[Partition],
     query: Features,
     exclude_uri: str | None,
     config: MatchConfig,
     progress: Callable[[int], None] | None = None,
-) -> list[Candidate]:
-    """Match ``query`` against every partition on the cluster behind ``client``."""
+) -> tuple[list[Candidate], int]:
+    """Match ``query`` against every partition; returns the candidates and how many partitions
+    had to be read from PostgreSQL (the rest were already held by the workers)."""
     from distributed import as_completed
 
     if not partitions:
-        return []
-    [query_future] = client.scatter([query], broadcast=True)
-    futures = [
-        client.submit(match_task, url, p, query_future, exclude_uri, config, pure=False)
-        for p in partitions
-    ]
+        return [], 0
+    client = cache.client
+    keys, held, loaded = cache.futures(partitions)
+    done = cache.results(query_signature(query, exclude_uri, config), keys)
+    missing = [(key, partition) for key, partition in zip(keys, held) if key not in done]
+    if missing:
+        [query_future] = client.scatter([query], broadcast=True)
+        for key, partition in missing:
+            done[key] = client.submit(match_loaded, partition, query_future, exclude_uri, config, pure=False)
     candidates: list[Candidate] = []
-    try:
-        for future in as_completed(futures):
-            candidates.extend(future.result())
-            if progress is not None:
-                progress(1)
-    finally:
-        client.cancel(futures + [query_future])
-    return candidates
+    for future in as_completed([done[key] for key in keys]):
+        candidates.extend(future.result())
+        if progress is not None:
+            progress(1)
+    return candidates, loaded
 
 
 def rank(candidates: Sequence[Candidate], *, min_inliers: int, top_k: int) -> list[Candidate]:

@@ -23,9 +23,10 @@ from .extractors.base import Extractor
 from .indexing import IndexReport, extract_bytes, index_uris, reason_of, sha256
 from .matching import PRESETS, MatchConfig
 from .results import QueryResult, write
-from .search import dask_client, rank, search
+from .search import PartitionCache, dask_client, rank, search
 from .settings import Settings
 from .sources import expand, normalise, read_bytes
+from .contract import Features
 from .store import ExtractorSpec, Row, Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Session:
         self._extractor: Extractor | None = None
         self._client_cm: Any = None
         self._client: Any = None
+        self._cache: PartitionCache | None = None
 
     # -- parts, opened on first use ------------------------------------------------------
 
@@ -102,7 +104,14 @@ class Session:
             self._client = self._client_cm.__enter__()
         return self._client
 
+    @property
+    def partition_cache(self) -> PartitionCache:
+        if self._cache is None:
+            self._cache = PartitionCache(self.client, self.store.url)
+        return self._cache
+
     def close(self) -> None:
+        self._cache = None
         if self._client_cm is not None:
             self._client_cm.__exit__(None, None, None)
             self._client_cm = self._client = None
@@ -151,9 +160,38 @@ class Session:
         on_total: Callable[[int], None] | None = None,
     ) -> QueryResult:
         """Rank the stored images by verified inliers with ``image``; write files if ``out``."""
+        start = time.perf_counter()
+        uri = normalise(image)
+        data = read_bytes(uri)
+        read_seconds = time.perf_counter() - start
+        features = extract_bytes(self.extractor, data, uri)
+        extract_seconds = time.perf_counter() - start - read_seconds
+        result = self.query_features(uri, features, top_k=top_k, progress=progress, on_total=on_total)
+        result.timings_s = {"read_query": read_seconds, "extract_query": extract_seconds, **result.timings_s}
+        if add:
+            clock = time.perf_counter()
+            self.store.upsert([Row(uri, self.extractor.name, features, sha256(data))])
+            result.timings_s["store_query"] = time.perf_counter() - clock
+            result.added_to_store = True
+        result.timings_s["total"] = time.perf_counter() - start
+        if out:
+            write(result, out)
+        return result
+
+    def query_features(
+        self,
+        uri: str,
+        features: Features,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        match_config: MatchConfig | None = None,
+        progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> QueryResult:
+        """Rank the stored images against already extracted ``features`` (of the image ``uri``,
+        whose own row is left out). Features must come from the store's extractor."""
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
-        start = clock
+        clock = start = time.perf_counter()
 
         def lap(stage: str) -> None:
             nonlocal clock
@@ -161,12 +199,7 @@ class Session:
             timings[stage] = now - clock
             clock = now
 
-        uri = normalise(image)
-        data = read_bytes(uri)
-        lap("read_query")
-        extractor, match_config = self.extractor, self.match_config
-        features = extract_bytes(extractor, data, uri)
-        lap("extract_query")
+        match_config = match_config or self.match_config
         stored = self.store.count()
         client = self.client if stored else None
         lap("connect_dask")
@@ -174,43 +207,45 @@ class Session:
         if on_total is not None:
             on_total(len(partitions))
         lap("plan")
-        candidates = search(client, self.store.url, partitions, features, uri, match_config, progress)
+        candidates, loaded = (
+            search(self.partition_cache, partitions, features, uri, match_config, progress) if partitions else ([], 0)
+        )
         lap("match")
         ranked = rank(candidates, min_inliers=match_config.min_inliers, top_k=top_k)
         lap("rank")
-        if add:
-            self.store.upsert([Row(uri, extractor.name, features, sha256(data))])
-            lap("store_query")
         timings["total"] = time.perf_counter() - start
         needed = max(3, match_config.min_inliers)
-        result = QueryResult(
+        spec = self.store.extractor_spec()
+        return QueryResult(
             query=uri,
             store=self.store.location,
-            extractor={"name": extractor.name, "config": cfg.as_dict(extractor.config)},
+            extractor={"name": spec.name, "config": spec.config} if spec else {},
             matching=cfg.as_dict(match_config),
             top_k=top_k,
             matches=ranked,
             counts={
                 "query_features": features.num_features,
                 "partitions": len(partitions),
+                "partitions_read": loaded,
                 "compared": len(candidates),
                 "verified": sum(c.putative_matches >= needed for c in candidates),
                 "matched": sum(c.inliers >= match_config.min_inliers and c.inliers > 0 for c in candidates),
                 "returned": len(ranked),
             },
             timings_s=timings,
-            added_to_store=add,
+            added_to_store=False,
         )
-        if out:
-            write(result, out)
-        return result
 
     def info(self) -> dict[str, Any]:
         return self.store.stats()
 
 
 def partition_size(stored: int, largest: int, client: Any) -> int:
-    """At most ``largest`` images per task, but enough tasks to give every worker one."""
+    """``largest`` images per task, unless that leaves a worker idle on a small store.
+
+    Partitions are id blocks of this size; keeping the size fixed once the store is large keeps
+    the blocks, and so the workers' cached copies, stable as it grows.
+    """
     if client is None:
         return largest
     workers = max(1, len(client.scheduler_info().get("workers", {})))

@@ -1,4 +1,4 @@
-"""Geometric verification: RANSAC over affine models, vectorised over trials. Pure numpy.
+"""Geometric verification: RANSAC over affine models. Arrays in, arrays out.
 
 :func:`ransac_affine` mirrors ``skimage.measure.ransac((src, dst), AffineTransform, min_samples=3,
 residual_threshold=threshold, max_trials=trials)`` with its default ``stop_probability=1``:
@@ -15,17 +15,16 @@ residual_threshold=threshold, max_trials=trials)`` with its default ``stop_proba
 - the mask returned is the best trial's consensus set (skimage's final refit does not change it).
 
 The samples come from ``np.random.default_rng([seed, K])``, so the mask depends only on the inputs,
-never on how pairs were batched. Trials are evaluated in chunks of at most :data:`CHUNK_ELEMENTS`
-trial x point residuals, so memory stays bounded for any ``K``.
+never on how pairs were batched; they are drawn once per ``(seed, K, trials)`` and reused.
+The trial loop is compiled with numba: one pass over the points per hypothesis, abandoned as
+soon as the hypothesis can no longer reach the best count (which cannot change the result).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
-CHUNK_ELEMENTS = 1 << 16
-"""Most trial x point residuals held at once: 512 KiB of float64 per temporary stays in cache
-(measured: chunks of 4M elements are 2-5x slower for K >= 300)."""
+import numpy as np
 
 _EPS = np.spacing(1.0)
 
@@ -42,35 +41,20 @@ def ransac_affine(src: np.ndarray, dst: np.ndarray, *, threshold: float, trials:
     k = src.shape[0]
     if k < 3 or trials < 1:
         return np.zeros(k, dtype=bool)
-    coef = _fit(src, dst, *_sample_triples(np.random.default_rng([seed, k]), k, trials))  # [T x 2 x 3]
-    valid = ~np.isnan(coef[:, 0, 0])
-    points = np.vstack([src.T, np.ones((1, k))])  # [3 x K] homogeneous
-    limit = float(threshold) ** 2
-    counts = np.full(trials, -1, dtype=np.int64)  # -1: skipped (degenerate) or not run
-    ssr = np.full(trials, np.inf)
-    best_count, best_ssr, mask = 0, np.inf, np.zeros(k, dtype=bool)
-    chunk = max(1, CHUNK_ELEMENTS // k)
-    for lo in range(0, trials, chunk):
-        hi = min(lo + chunk, trials)
-        squared = _squared_residuals(coef[lo:hi], points, dst)  # [t x K]
-        inside = squared < limit
-        counts[lo:hi] = np.where(valid[lo:hi], np.count_nonzero(inside, axis=1), -1)
-        ssr[lo:hi] = np.where(valid[lo:hi], squared.sum(axis=1), np.inf)
-        used = _trials_run(counts[:hi], k, trials)
-        n = min(used, hi) - lo  # trials of this chunk that skimage would have run
-        top = counts[lo : lo + n].max()
-        if top > 0 and top >= best_count:
-            candidates = np.flatnonzero(counts[lo : lo + n] == top)
-            j = candidates[np.argmin(ssr[lo:][candidates])]  # argmin: the earliest of equal sums
-            if top > best_count or ssr[lo + j] < best_ssr:
-                best_count, best_ssr, mask = top, ssr[lo + j], inside[j].copy()
-        if used <= hi:
-            break
+    samples = _sample_triples(seed, k, trials)
+    mask = np.zeros(k, dtype=np.bool_)
+    _kernel()(
+        np.ascontiguousarray(src[:, 0]), np.ascontiguousarray(src[:, 1]),
+        np.ascontiguousarray(dst[:, 0]), np.ascontiguousarray(dst[:, 1]),
+        samples, float(threshold) ** 2, _EPS, mask,
+    )
     return mask
 
 
-def _sample_triples(rng: np.random.Generator, k: int, trials: int) -> tuple[np.ndarray, ...]:
-    """Three ``[T]`` index arrays, distinct within each trial, uniform over ordered triples."""
+@functools.lru_cache(maxsize=4096)
+def _sample_triples(seed: int, k: int, trials: int) -> np.ndarray:
+    """int64 ``[T x 3]`` indices, distinct within each trial, uniform over ordered triples."""
+    rng = np.random.default_rng([seed, k])
     a = rng.integers(0, k, trials)
     b = rng.integers(0, k - 1, trials)
     b += b >= a
@@ -78,44 +62,81 @@ def _sample_triples(rng: np.random.Generator, k: int, trials: int) -> tuple[np.n
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     c += c >= lo
     c += c >= hi
-    return a, b, c
+    samples = np.stack([a, b, c], axis=1)
+    samples.setflags(write=False)
+    return samples
 
 
-def _fit(src: np.ndarray, dst: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Exact affine maps through the sampled triples: ``[T x 2 x 3]`` rows ``(a0, a1, a2)``, ``(b0, b1, b2)``
-    with ``x' = a0 x + a1 y + a2``; all-NaN where the sample is degenerate."""
-    p0, d1, d2 = src[a], src[b] - src[a], src[c] - src[a]
-    q0, e1, e2 = dst[a], dst[b] - dst[a], dst[c] - dst[a]
-    det = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-    scale = np.linalg.norm(d1, axis=1) * np.linalg.norm(d2, axis=1)
-    same_dst = ~(e1.any(axis=1) | e2.any(axis=1))  # skimage cannot normalise 3 identical points
-    degenerate = (np.abs(det) <= 1e-9 * scale) | same_dst
-    inv_det = 1.0 / np.where(degenerate, 1.0, det)
-    # A = E D^-1 with D = [d1 d2], E = [e1 e2] as columns.
-    m0 = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) * inv_det[:, None]  # first column of A, [T x 2]
-    m1 = (e2 * d1[:, 0:1] - e1 * d2[:, 0:1]) * inv_det[:, None]  # second column of A
-    t = q0 - m0 * p0[:, 0:1] - m1 * p0[:, 1:2]
-    coef = np.stack([m0, m1, t], axis=2)  # [T x 2 (output x, y) x 3]
-    coef[degenerate] = np.nan
-    return coef
+def dynamic_trials(best: int, k: int) -> float:
+    """skimage's trial limit once ``best`` of ``k`` points are inliers (``stop_probability=1``)."""
+    if best <= 0:
+        return np.inf
+    denom = min(max(1.0 - (best / k) ** 3, _EPS), 1.0 - _EPS)
+    return float(np.ceil(np.log(_EPS) / np.log(denom)))
 
 
-def _squared_residuals(coef: np.ndarray, points: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Squared distances ``|model(src) - dst|^2``, ``[t x K]`` for ``t`` models."""
-    dx = coef[:, 0, :] @ points
-    dx -= dst[:, 0]
-    dy = coef[:, 1, :] @ points
-    dy -= dst[:, 1]
-    dx *= dx
-    dy *= dy
-    dx += dy
-    return dx
+@functools.cache
+def _kernel():  # noqa: ANN202 - a numba dispatcher
+    """Compile the trial loop on first use (numba is imported here, not at package import)."""
+    import numba
 
+    @numba.njit(cache=True, nogil=True)
+    def best_hypothesis(sx, sy, dx, dy, samples, limit, eps, mask):  # noqa: ANN001, ANN202
+        k = sx.shape[0]
+        trials = samples.shape[0]
+        best_count = 0
+        best_ssr = np.inf
+        best = np.zeros(6)  # m0x, m1x, tx, m0y, m1y, ty of the best hypothesis
+        max_trials = trials
+        t = 0
+        while t < max_trials:
+            i, j, m = samples[t, 0], samples[t, 1], samples[t, 2]
+            t += 1
+            d1x, d1y = sx[j] - sx[i], sy[j] - sy[i]
+            d2x, d2y = sx[m] - sx[i], sy[m] - sy[i]
+            e1x, e1y = dx[j] - dx[i], dy[j] - dy[i]
+            e2x, e2y = dx[m] - dx[i], dy[m] - dy[i]
+            det = d1x * d2y - d1y * d2x
+            scale = np.sqrt(d1x * d1x + d1y * d1y) * np.sqrt(d2x * d2x + d2y * d2y)
+            if abs(det) <= 1e-9 * scale or (e1x == 0 and e1y == 0 and e2x == 0 and e2y == 0):
+                continue  # degenerate: no unique affine map (skimage skips these too)
+            inv = 1.0 / det
+            m0x = (e1x * d2y - e2x * d1y) * inv
+            m0y = (e1y * d2y - e2y * d1y) * inv
+            m1x = (e2x * d1x - e1x * d2x) * inv
+            m1y = (e2y * d1x - e1y * d2x) * inv
+            tx = dx[i] - m0x * sx[i] - m1x * sy[i]
+            ty = dy[i] - m0y * sx[i] - m1y * sy[i]
+            count = 0
+            ssr = 0.0
+            hopeless = False
+            for n in range(k):
+                rx = m0x * sx[n] + m1x * sy[n] + tx - dx[n]
+                ry = m0y * sx[n] + m1y * sy[n] + ty - dy[n]
+                r2 = rx * rx + ry * ry
+                ssr += r2
+                if r2 < limit:
+                    count += 1
+                elif count + (k - n - 1) < best_count:
+                    hopeless = True  # cannot reach, let alone tie, the best: stop counting
+                    break
+            if hopeless:
+                continue
+            if count > best_count or (count == best_count and ssr < best_ssr):
+                best_count = count
+                best_ssr = ssr
+                best[0], best[1], best[2], best[3], best[4], best[5] = m0x, m1x, tx, m0y, m1y, ty
+                if count > 0:
+                    ratio = count / k
+                    denom = min(max(1.0 - ratio * ratio * ratio, eps), 1.0 - eps)
+                    dynamic = np.ceil(np.log(eps) / np.log(denom))
+                    if dynamic < max_trials:
+                        max_trials = int(dynamic)
+        if best_count > 0:
+            for n in range(k):
+                rx = best[0] * sx[n] + best[1] * sy[n] + best[2] - dx[n]
+                ry = best[3] * sx[n] + best[4] * sy[n] + best[5] - dy[n]
+                mask[n] = rx * rx + ry * ry < limit
+        return best_count
 
-def _trials_run(counts: np.ndarray, k: int, trials: int) -> int:
-    """How many trials skimage runs given the inlier counts seen so far (``trials + 1``: not decided)."""
-    best = np.maximum.accumulate(np.maximum(counts, 0))
-    denom = np.clip(1.0 - (best / k) ** 3, _EPS, 1.0 - _EPS)
-    dynamic = np.where(best > 0, np.ceil(np.log(_EPS) / np.log(denom)), np.inf)
-    done = np.arange(1, counts.size + 1) >= np.minimum(dynamic, trials)
-    return int(np.argmax(done)) + 1 if done.any() else trials + 1
+    return best_hypothesis

@@ -12,7 +12,7 @@ import pytest
 from conftest import LANDMARKS, jpeg_bytes, landmark_groups
 from landmark import config as cfg
 from landmark.errors import ExtractorMismatchError, ImageError
-from landmark.evaluation import average_precision, precision_at_1
+from landmark.evaluation import evaluate
 from landmark.session import Session
 from landmark.settings import Settings
 
@@ -126,7 +126,7 @@ def test_same_query_gives_the_same_inliers_whatever_the_partitioning(
         first = lm.query(str(SACRE[7]), add=False, top_k=100)
     with session(database_url, dask_cluster_address, partition_size=2) as lm:
         second = lm.query(str(SACRE[7]), add=False, top_k=100)
-    assert (first.counts["partitions"], second.counts["partitions"]) == (2, 3)  # 2 workers; then 2 a task
+    assert (first.counts["partitions"], second.counts["partitions"]) == (3, 4)  # id blocks of 3, then of 2
     assert [(m.uri, m.inliers, m.putative_matches) for m in first.matches] == [
         (m.uri, m.inliers, m.putative_matches) for m in second.matches
     ]
@@ -144,21 +144,30 @@ def test_a_featureless_query_is_a_clear_error(database_url: str, dask_cluster_ad
 def test_leave_one_out_on_the_shared_landmarks(database_url: str, dask_cluster_address: str) -> None:
     """Default (offline) extractor: every top-1 from the query's group, mAP >= 0.95."""
     announced: list[str] = []
-    groups = landmark_groups()
-    group_of = {path.as_uri(): group for group, paths in groups.items() for path in paths}
     with session(database_url, dask_cluster_address, announce=announced.append) as lm:
-        report = lm.index([str(LANDMARKS)])
-        assert report.stored == len(group_of) and not report.failed
-        assert any("chose rootsift" in line for line in announced), announced
-        aps, p1 = [], []
-        for uri, group in group_of.items():
-            if group.startswith("_"):
-                continue  # distractors are never queries
-            result = lm.query(uri, add=False, top_k=len(group_of))
-            ranked = [m.uri for m in result.matches]
-            relevant = {u for u, g in group_of.items() if g == group and u != uri}
-            aps.append(average_precision(ranked, relevant))
-            p1.append(precision_at_1(ranked, relevant))
-    assert len(aps) == 17
-    assert sum(p1) == len(p1), f"top-1 outside the query's group for {len(p1) - sum(p1)} queries"
-    assert np.mean(aps) >= 0.95, f"mAP {np.mean(aps):.3f}"
+        report = evaluate(lm, LANDMARKS)
+    assert any("chose rootsift" in line for line in announced), announced
+    assert report.indexed == sum(len(paths) for paths in landmark_groups().values()) and not report.index_failures
+    assert len(report.queries) == 17 and not report.query_failures
+    assert [q.uri for q in report.queries if q.precision_at_1 < 1] == []
+    assert report.mean_average_precision >= 0.95, f"mAP {report.mean_average_precision:.3f}"
+
+
+def test_a_repeated_query_uses_the_partitions_the_workers_hold(database_url: str, dask_cluster_address: str) -> None:
+    options = {"max_features": "300"}
+    with session(
+        database_url, dask_cluster_address, extractor="rootsift", extractor_options=options, partition_size=3
+    ) as lm:
+        lm.index([str(p) for p in SACRE[:6]])
+        cold = lm.query(str(SACRE[7]), add=False)
+        warm = lm.query(str(SACRE[7]), add=False)
+        other = lm.query(str(SACRE[8]), add=False)  # a new query on the partitions already held
+        assert cold.counts["partitions"] == 3 and cold.counts["partitions_read"] == 3
+        assert warm.counts["partitions_read"] == 0 and other.counts["partitions_read"] == 0
+        assert warm.timings_s["match"] < cold.timings_s["match"]
+        assert [(m.uri, m.inliers) for m in warm.matches] == [(m.uri, m.inliers) for m in cold.matches]
+        # Writing a row changes only its own block's fingerprint: that block alone is read again.
+        lm.index([str(SACRE[6])])
+        after = lm.query(str(SACRE[7]), add=False)
+        assert after.counts["partitions_read"] == 1
+        assert after.counts["compared"] == warm.counts["compared"] + 1

@@ -101,6 +101,17 @@ def test_partitions_cover_every_row_once_and_reads_exclude_the_query(database_ur
     assert parts[0].lo <= parts[0].hi == parts[1].lo
 
 
+def test_partition_fingerprints_change_only_where_rows_change(database_url: str) -> None:
+    with Store(database_url) as store:
+        store.upsert([Row(f"s3://b/{i:02d}.jpg", "delf", features(i, n=5), f"h{i}") for i in range(10)])
+        before = store.partitions(4)
+        store.upsert([Row("s3://b/05.jpg", "delf", features(50, n=5), "changed")])  # id 6: block 1
+        after = store.partitions(4)
+    assert [(p.lo, p.hi) for p in before] == [(p.lo, p.hi) for p in after] == [(0, 4), (4, 8), (8, 12)]
+    assert before[0] == after[0] and before[2] == after[2]
+    assert before[1].rows == after[1].rows and after[1].revision > before[1].revision
+
+
 def test_empty_store_has_no_partitions(database_url: str) -> None:
     with Store(database_url) as store:
         assert store.partitions(10) == []

@@ -85,7 +85,7 @@ def test_degenerate_inputs():
     assert mask.shape == (5,) and not mask.any()
 
 
-def test_deterministic_and_independent_of_chunking_and_dtype(monkeypatch):
+def test_deterministic_and_independent_of_dtype():
     src, dst, _ = scene(150, 0.2, noise=3.0, seed=5)
     first = ransac_affine(src, dst, threshold=8.0, trials=700, seed=11)
     assert first.any()
@@ -93,8 +93,6 @@ def test_deterministic_and_independent_of_chunking_and_dtype(monkeypatch):
     np.testing.assert_array_equal(
         first, ransac_affine(src.astype(np.float32), dst.astype(np.float32), threshold=8.0, trials=700, seed=11)
     )
-    monkeypatch.setattr(verification, "CHUNK_ELEMENTS", 1000)  # 6 trials per chunk
-    np.testing.assert_array_equal(first, ransac_affine(src, dst, threshold=8.0, trials=700, seed=11))
 
 
 def test_threshold_is_strict():
@@ -110,14 +108,16 @@ def test_threshold_is_strict():
 def test_trial_limit_mirrors_skimage():
     from skimage.measure.fit import _dynamic_max_trials
 
-    for k, best in [(100, 100), (100, 50), (500, 160), (200, 20)]:
-        limit = min(1000, _dynamic_max_trials(best, k, 3, 1))
-        counts = np.full(1000, best)
-        assert verification._trials_run(counts, k, 1000) == limit
-    # The limit follows the best count so far; degenerate (-1) and zero-inlier trials never stop it.
-    counts = np.array([-1, 0, 10, 3] + [60] * 996)
-    assert verification._trials_run(counts, 100, 1000) == max(5, _dynamic_max_trials(60, 100, 3, 1))
-    assert verification._trials_run(np.array([-1, 0, 0]), 10, 1000) == 1001
+    for k, best in [(100, 100), (100, 50), (500, 160), (200, 20), (10, 0)]:
+        assert verification.dynamic_trials(best, k) == _dynamic_max_trials(best, k, 3, 1)
+
+
+def test_all_inliers_stop_after_one_trial_as_skimage_does():
+    # With every point an inlier the limit drops to 1 trial; a later, better-fitting trial
+    # is never drawn, so the mask is the first hypothesis's.
+    src, dst, truth = scene(50, 1.0, noise=0.5, seed=9)
+    mask = ransac_affine(src, dst, threshold=20.0, trials=1000, seed=0)
+    assert mask.all() and truth.all()
 
 
 @pytest.mark.parametrize(
