@@ -10,7 +10,9 @@ Printed and saved to ``benchmarks/results/pairs.json``:
 - ms per pair and the throughput ratio (reference time / landmark time);
 - agreement of inlier counts: share of pairs with ``|ours - ref| <= max(3, 10% of ref)``;
 - identical top-10 rankings per query (ranked by inliers, then putatives, then name, at the
-  default ``min_inliers``), ours against the reference;
+  default ``min_inliers``), ours against the reference, and "up to near ties": differing only
+  between images whose reference counts lie within the agreement tolerance (RANSAC's own
+  noise; the tail of a top-10 is often street scenes with 5-7 chance inliers);
 - the same rankings from stored (float16 / quarter-pixel) features against float32 ones.
 
 Run: ``.venv/bin/python benchmarks/pairs.py [--reference-queries N]``
@@ -19,6 +21,7 @@ Run: ``.venv/bin/python benchmarks/pairs.py [--reference-queries N]``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -42,6 +45,29 @@ def top_ranking(names: list[str], counts: np.ndarray, min_inliers: int) -> list[
         key=lambda i: (-counts[i, 0], -counts[i, 1], names[i]),
     )
     return [names[i] for i in order[:TOP]]
+
+
+def tolerance(count: float) -> float:
+    return max(3.0, 0.1 * count)
+
+
+def same_up_to_near_ties(names: list[str], ours: np.ndarray, theirs: np.ndarray, min_inliers: int) -> bool:
+    """Whether two top-10 rankings differ only where ``theirs`` cannot tell the images apart:
+    every pair that the two order differently, and every image in one top-10 but not the
+    other (against the other's 10th), has counts within the agreement tolerance in ``theirs``."""
+    index = {n: i for i, n in enumerate(names)}
+    a, b = top_ranking(names, ours, min_inliers), top_ranking(names, theirs, min_inliers)
+    count = {n: float(theirs[index[n], 0]) for n in names}
+    for i, first in enumerate(a):
+        for second in a[i + 1:]:
+            if count[second] - count[first] > tolerance(count[first]):
+                return False
+    for missing in set(a) ^ set(b):
+        shortlist = b if missing in a else a
+        boundary = count[shortlist[-1]] if len(shortlist) == TOP else float(max(1, min_inliers))
+        if abs(count[missing] - boundary) > tolerance(boundary):
+            return False
+    return True
 
 
 def stored_copy(f: Features) -> Features:
@@ -82,7 +108,7 @@ def run(kind: str, features: dict[str, Features], config: MatchConfig, reference
 
     within = total = 0
     deviations = []
-    same_top = 0
+    same_top = near_top = 0
     for q, ref in reference.items():
         mine = ours[q]
         # The reference verifies every pair with >= 3 putatives; ours skips those that cannot
@@ -95,12 +121,14 @@ def run(kind: str, features: dict[str, Features], config: MatchConfig, reference
         deviations += dev.tolist()
         others = [n for n in names if n != q]
         same_top += top_ranking(others, mine, config.min_inliers) == top_ranking(others, ref, config.min_inliers)
-    stored_same = 0
+        near_top += same_up_to_near_ties(others, mine, ref, config.min_inliers)
+    stored_same = stored_near = 0
     for q in queries:
         others = [n for n in names if n != q]
         stored_same += top_ranking(others, ours[q], config.min_inliers) == top_ranking(
             others, ours_stored[q], config.min_inliers
         )
+        stored_near += same_up_to_near_ties(others, ours_stored[q], ours[q], config.min_inliers)
     ours_ms = 1e3 * ours_seconds / pairs
     ref_ms = 1e3 * ref_seconds / ref_pairs
     return {
@@ -117,26 +145,34 @@ def run(kind: str, features: dict[str, Features], config: MatchConfig, reference
         "agreement_pairs": total,
         "max_deviation": int(max(deviations, default=0)),
         "identical_top10_vs_reference": f"{same_top}/{len(reference)}",
+        "top10_vs_reference_up_to_near_ties": f"{near_top}/{len(reference)}",
         "identical_top10_stored_vs_float32": f"{stored_same}/{len(queries)}",
+        "top10_stored_vs_float32_up_to_near_ties": f"{stored_near}/{len(queries)}",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"],
+                        help="descriptor product precisions to measure (bfloat16 needs landmark[mkl])")
     parser.add_argument("--reference-queries", type=int, default=4,
                         help="queries verified by the (slow) reference; each is 45 pairs (default 4)")
     args = parser.parse_args()
     sift = rootsift_features()
-    rows = [
-        run("delf-shaped (RootSIFT, whitened PCA-40)", delf_shaped(sift), PRESETS["delf"], args.reference_queries),
-        run("rootsift", sift, PRESETS["rootsift"], args.reference_queries),
-    ]
-    header = f"{'features':42} {'rule':8} {'ours ms':>8} {'ref ms':>8} {'speedup':>8} {'agree':>7} {'top10=ref':>9} {'stored=f32':>10}"
-    print(header)
+    delf = delf_shaped(sift)
+    rows = []
+    for precision in args.precision:
+        for kind, features, preset in (("delf-shaped (RootSIFT, whitened PCA-40)", delf, PRESETS["delf"]),
+                                       ("rootsift", sift, PRESETS["rootsift"])):
+            config = dataclasses.replace(preset, precision=precision)
+            rows.append({**run(kind, features, config, args.reference_queries), "precision": precision})
+    print(f"{'features':42} {'rule':8} {'precision':9} {'ours ms':>8} {'ref ms':>8} {'speedup':>8} {'agree':>7} "
+          f"{'top10=ref':>9} {'~ref':>5} {'stored=f32':>10} {'~f32':>5}")
     for r in rows:
-        print(f"{r['features']:42} {r['rule']:8} {r['ours_ms_per_pair']:>8} {r['reference_ms_per_pair']:>8} "
+        print(f"{r['features']:42} {r['rule']:8} {r['precision']:9} {r['ours_ms_per_pair']:>8} {r['reference_ms_per_pair']:>8} "
               f"{r['speedup']:>8} {r['agreement_share']:>7.1%} {r['identical_top10_vs_reference']:>9} "
-              f"{r['identical_top10_stored_vs_float32']:>10}")
+              f"{r['top10_vs_reference_up_to_near_ties']:>5} {r['identical_top10_stored_vs_float32']:>10} "
+              f"{r['top10_stored_vs_float32_up_to_near_ties']:>5}")
     path = save("pairs", {"machine": machine(), "threads": 1, "results": rows})
     print(f"saved {path}")
 

@@ -24,6 +24,7 @@ Writes ``benchmarks/results/query_scale.json`` and ``query_scale.png``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -84,8 +85,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--warm-repeats", type=int, default=3)
     parser.add_argument("--reference-pairs", type=int, default=40)
+    parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (needs landmark[mkl])")
     args = parser.parse_args()
 
+    config = dataclasses.replace(PRESETS["delf"], precision=args.precision)
     delf = delf_shaped(rootsift_features())
     names = list(photos())
     queries = [n for n in names if not group(n).startswith("_")][:2]
@@ -103,17 +106,17 @@ def main() -> None:
                 cold, warm, held, compared = [], [], [], 0
                 for name, other in zip(queries, queries[1:] + queries[:1]):
                     uri = f"bench://query/{name}"
-                    first = session.query_features(uri, delf[name], match_config=PRESETS["delf"], top_k=20)
+                    first = session.query_features(uri, delf[name], match_config=config, top_k=20)
                     cold.append(first.timings_s["total"])
                     compared = first.counts["compared"]
                     assert first.counts["partitions_read"] == first.counts["partitions"]
                     for _ in range(args.warm_repeats):
-                        again = session.query_features(uri, delf[name], match_config=PRESETS["delf"], top_k=20)
+                        again = session.query_features(uri, delf[name], match_config=config, top_k=20)
                         assert again.counts["partitions_read"] == 0
                         assert [m.inliers for m in again.matches] == [m.inliers for m in first.matches]
                         warm.append(again.timings_s["total"])
                     fresh = session.query_features(
-                        f"bench://query/{other}", delf[other], match_config=PRESETS["delf"], top_k=20
+                        f"bench://query/{other}", delf[other], match_config=config, top_k=20
                     )
                     assert fresh.counts["partitions_read"] == 0
                     held.append(fresh.timings_s["total"])
@@ -147,15 +150,16 @@ def main() -> None:
     bytes_per_image = stats["feature_bytes"] / stats["images"]
     float32_bytes = 1000 * (2 + 40) * 4
     print(f"stored feature bytes per image: {bytes_per_image:.0f} ({bytes_per_image / float32_bytes:.2f} of float32)")
-    path = save("query_scale", {
+    name = "query_scale" if args.precision == "float32" else f"query_scale-{args.precision}"
+    path = save(name, {"precision": args.precision,
         "machine": machine(), "workers": 2, "threads_per_worker": 1, "collection": __doc__.split("\n\n")[1],
         "results": rows, "feature_bytes_per_image": bytes_per_image, "float32_bytes_per_image": float32_bytes,
     })
-    plot(rows)
-    print(f"saved {path} and {RESULTS / 'query_scale.png'}")
+    plot(rows, RESULTS / f"{name}.png")
+    print(f"saved {path} and {RESULTS / f'{name}.png'}")
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +177,7 @@ def plot(rows: list[dict]) -> None:
     axes.legend(fontsize=8)
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(RESULTS / "query_scale.png", dpi=120)
+    figure.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

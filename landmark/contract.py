@@ -38,7 +38,7 @@ half the bytes of float32 storage.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -93,6 +93,7 @@ class FeatureBatch:
     locations: np.ndarray
     descriptors: np.ndarray
     offsets: np.ndarray
+    _converted: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, stored: Sequence[Features], dim: int | None = None) -> FeatureBatch:
@@ -112,7 +113,19 @@ class FeatureBatch:
 
     @property
     def nbytes(self) -> int:
-        return self.locations.nbytes + self.descriptors.nbytes + self.offsets.nbytes
+        converted = sum(a.nbytes for a in self._converted.values())
+        return self.locations.nbytes + self.descriptors.nbytes + self.offsets.nbytes + converted
+
+    def descriptors_as(self, precision: str) -> np.ndarray:
+        """The descriptors in ``precision``'s layout (:func:`landmark.gemm.as_precision`),
+        converted once per batch: a held partition pays for it on its first query only."""
+        if precision == "float32":
+            return self.descriptors
+        if precision not in self._converted:
+            from .gemm import as_precision
+
+            self._converted[precision] = as_precision(self.descriptors, precision)
+        return self._converted[precision]
 
 
 def l2_normalise(descriptors: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import gemm
 from .config import setting
 from .contract import FeatureBatch, Features
 from .errors import ConfigError
@@ -39,6 +40,9 @@ class MatchConfig:
     ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair")
     min_inliers: int = setting(5, help="drop images with fewer verified inliers than this")
     seed: int = setting(0, help="RANSAC seed; the same seed gives the same inlier counts")
+    precision: Literal["float32", "bfloat16"] = setting(
+        "float32", help="descriptor products: float32, or bfloat16 (about 2-3x faster; needs landmark[mkl])"
+    )
 
     def validate(self) -> None:
         if not 0 < self.max_distance <= 2:
@@ -51,6 +55,7 @@ class MatchConfig:
             raise ConfigError(f"ransac_trials: must be at least 1, got {self.ransac_trials}")
         if self.min_inliers < 0:
             raise ConfigError(f"min_inliers: must be at least 0, got {self.min_inliers}")
+        gemm.check(self.precision)
 
 
 PRESETS: dict[str, MatchConfig] = {
@@ -69,7 +74,12 @@ def putative_matches(
 
     ``query_descriptors`` ``[Nq x D]`` and ``stored_descriptors`` ``[M x D]`` are unit-length rows.
     """
-    nearest, best, second = _nearest_query(query_descriptors, stored_descriptors, config.rule == "ratio")
+    nearest, best, second = _nearest_query(
+        gemm.as_precision(query_descriptors, config.precision),
+        gemm.as_precision(stored_descriptors, config.precision),
+        config.rule == "ratio",
+        config.precision,
+    )
     keep = _keep(best, second, config)
     stored_idx = np.flatnonzero(keep)
     return nearest[stored_idx], stored_idx
@@ -81,20 +91,20 @@ keeps memory flat however large the partition."""
 
 
 def _nearest_query(
-    query: np.ndarray, stored: np.ndarray, need_second: bool
+    query: np.ndarray, stored: np.ndarray, need_second: bool, precision: str = "float32"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """For each stored row: index of the nearest query row, squared distance, and (optionally)
-    squared distance of the second nearest. Shapes ``[M]``."""
+    squared distance of the second nearest. Shapes ``[M]``. Both inputs are in ``precision``'s
+    layout (:func:`landmark.gemm.as_precision`)."""
     m, nq = stored.shape[0], query.shape[0]
     nearest = np.zeros(m, np.int64)
     best = np.full(m, np.inf, np.float32)
     second = np.full(m, np.inf, np.float32) if need_second else None
     if nq == 0:
         return nearest, best, second
-    query_t = np.ascontiguousarray(query.T)
     for lo in range(0, m, STORED_ROWS_PER_PRODUCT):
         hi = min(lo + STORED_ROWS_PER_PRODUCT, m)
-        similarity = stored[lo:hi] @ query_t  # [rows x Nq]
+        similarity = gemm.similarity(stored[lo:hi], query, precision)  # [rows x Nq] float32
         rows = np.arange(hi - lo)
         index = similarity.argmax(axis=1)
         nearest[lo:hi] = index
@@ -129,7 +139,12 @@ def match_batch(query: Features, batch: FeatureBatch, config: MatchConfig) -> np
     result = np.zeros((len(batch), 2), dtype=np.int64)
     if len(batch) == 0 or query.num_features == 0 or batch.offsets[-1] == 0:
         return result
-    nearest, best, second = _nearest_query(query.descriptors, batch.descriptors, config.rule == "ratio")
+    nearest, best, second = _nearest_query(
+        gemm.as_precision(query.descriptors, config.precision),
+        batch.descriptors_as(config.precision),
+        config.rule == "ratio",
+        config.precision,
+    )
     keep = _keep(best, second, config)
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     putatives = kept_before[batch.offsets[1:]] - kept_before[batch.offsets[:-1]]

@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from landmark import config as cfg
 from landmark.contract import Features, l2_normalise
+from landmark.errors import ConfigError
 from landmark.matching import PRESETS, MatchConfig, match_partition, putative_matches
 from landmark.reference import reference_inliers
 from landmark.verification import ransac_affine
@@ -203,3 +205,40 @@ def test_inliers_follow_the_true_homography(extracted, target):
     assert np.mean(error[mask] < RATIO.ransac_threshold) >= 0.95
     assert np.median(error[mask]) < 3.0
     assert mask.sum() >= 0.5 * np.count_nonzero(error < 3.0)
+
+
+def mkl_missing() -> str | None:
+    from landmark import gemm
+    from landmark.errors import ConfigError
+
+    try:
+        gemm.check("bfloat16")
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("rule", ["ratio", "distance"])
+def test_bfloat16_products_agree_with_the_reference_too(rootsift, rule):
+    """bfloat16 products change a few putative matches near the thresholds, so putative counts
+    are not compared pair for pair; inlier counts keep the same tolerance and separation. Where
+    MKL is not installed, asking for bfloat16 is the documented error instead."""
+    missing = mkl_missing()
+    if missing is not None:
+        with pytest.raises(ConfigError) as error:
+            cfg.resolve(MatchConfig, {"precision": "bfloat16"}, environ={})
+        assert str(error.value) == missing and "pip install 'landmark[mkl]'" in missing
+        return
+    base, features = (RATIO, rootsift) if rule == "ratio" else (DISTANCE, pca_features(rootsift))
+    fast_config = dataclasses.replace(base, precision="bfloat16")
+    rows = []
+    for query, stored in PAIRS:
+        fast = match_partition(features[query], [features[stored]], fast_config)[0]
+        rows.append([*fast, *reference_inliers(features[query], features[stored], base, rng=base.seed)])
+    table = np.array(rows)
+    fast, fast_putatives, ref, ref_putatives = table.T
+    assert np.all(np.abs(fast_putatives - ref_putatives) <= np.maximum(4, 0.05 * ref_putatives))
+    within = np.abs(fast - ref) <= np.maximum(3, 0.1 * ref)
+    assert within.mean() >= 0.95, table[~within].tolist()
+    clear, non = slice(0, len(CLEAR_MATCHES)), slice(len(CLEAR_MATCHES) + len(WEAK_MATCHES), None)
+    assert table[clear][:, [0, 2]].min() > 2 * table[non][:, [0, 2]].max()
