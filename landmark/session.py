@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import config as cfg
+from .contract import Features
 from .embedded import embedded_url
 from .errors import SourceError
 from .extractors import registry
@@ -26,7 +27,6 @@ from .results import QueryResult, write
 from .search import PartitionCache, dask_client, rank, search
 from .settings import Settings
 from .sources import expand, normalise, read_bytes
-from .contract import Features
 from .store import ExtractorSpec, Row, Store
 
 log = logging.getLogger(__name__)
