@@ -26,6 +26,10 @@ EPILOG = """Settings also come from the environment (LANDMARK_HOME, LANDMARK_DAT
 LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, which beats the default."""
 
 
+STORE_ONLY = ("dask_scheduler", "dask_workers", "partition_size", "extractor", "results")
+"""Settings that commands which only read the store do not take."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="landmark",
@@ -84,9 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evaluation)
     cfg.add_options(evaluation, MatchConfig)
 
+    submit = commands.add_parser(
+        "submit", help="submit a job (index sources, or query an image) and print its id",
+        description="Create a job and run it. Jobs run in this process (with no broker there is no queue "
+        "to wait in); follow them with status, wait and result.", epilog=EPILOG,
+    )
+    kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
+    submit_index = kinds.add_parser("index", help="index SOURCE... (as landmark index)")
+    submit_index.add_argument("sources", nargs="+", metavar="SOURCE")
+    _common(submit_index)
+    submit_query = kinds.add_parser("query", help="query IMAGE (as landmark query); results go under RESULTS")
+    submit_query.add_argument("image", metavar="IMAGE")
+    submit_query.add_argument("--top-k", type=int, default=20, metavar="K", help="keep the K best matches (default: 20)")
+    submit_query.add_argument("--no-add", dest="add", action="store_false", help="leave the store unchanged")
+    _common(submit_query)
+    cfg.add_options(submit_query, MatchConfig)
+
+    for name, text in (("status", "show a job's status and progress"), ("wait", "wait until a job has finished")):
+        command = commands.add_parser(name, help=text, epilog=EPILOG)
+        command.add_argument("job_id", metavar="JOB_ID")
+        if name == "wait":
+            command.add_argument("--timeout", type=float, default=0, metavar="S",
+                                 help="give up after S seconds (default: wait as long as it takes)")
+        else:
+            command.add_argument("--json", action="store_true", help="print as JSON")
+        cfg.add_options(command, Settings, exclude=STORE_ONLY)
+    result = commands.add_parser("result", help="print or save a query job's ranking", epilog=EPILOG)
+    result.add_argument("job_id", metavar="JOB_ID")
+    result.add_argument("--format", choices=("txt", "json"), default="txt", help="which file (default: txt)")
+    result.add_argument("--out", metavar="PATH", help="write it to PATH instead of printing it")
+    cfg.add_options(result, Settings, exclude=STORE_ONLY)
+
     info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
     info.add_argument("--json", action="store_true", help="print as JSON")
-    cfg.add_options(info, Settings, exclude=("dask_scheduler", "dask_workers", "partition_size", "extractor"))
+    cfg.add_options(info, Settings, exclude=STORE_ONLY)
     return parser
 
 
@@ -243,6 +278,92 @@ def _remove_embedded(home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .jobs import Jobs, run
+
+    if args.kind == "index":
+        parameters: dict[str, Any] = {"sources": list(args.sources)}
+    else:
+        parameters = {"image": args.image, "top_k": args.top_k, "add": args.add}
+    with _session(
+        args, extractor_options=_extractor_options(args.extractor_option),
+        match_options=cfg.options_from(args, MatchConfig) if args.kind == "query" else None,
+    ) as session:
+        jobs = Jobs(session.store)
+        job = jobs.create(args.kind, parameters)
+        print(job.id, flush=True)
+        job = run(session, jobs, job.id, session.settings.results_location)
+    if job.status == "failed":
+        print(f"landmark submit: job {job.id} failed: {job.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _job(args: argparse.Namespace):  # noqa: ANN202
+    from .jobs import Jobs
+
+    with _session(args) as session:
+        return Jobs(session.store).get(args.job_id)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    job = _job(args)
+    if args.json:
+        print(json.dumps(job.to_json(), indent=2))
+        return 0
+    print(f"job:      {job.id} ({job.kind})")
+    print(f"status:   {job.status}")
+    print(f"progress: {job.done} of {job.total} done, {job.failed} failed")
+    if job.error:
+        print(f"error:    {job.error}")
+    if job.result and job.kind == "query":
+        print(f"result:   {job.result['txt']} and {job.result['json']}")
+    elif job.result:
+        print(f"result:   stored {job.result['stored']}, skipped {job.result['unchanged']} unchanged, "
+              f"failed {len(job.result['failed'])}")
+    return 0 if job.status != "failed" else 1
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    import time
+
+    from .jobs import Jobs
+
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    with _session(args) as session:
+        jobs = Jobs(session.store)
+        job = jobs.get(args.job_id)
+        while not job.finished:
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"landmark wait: job {job.id} is still {job.status} after {args.timeout:g} s", file=sys.stderr)
+                return 3
+            time.sleep(0.5)
+            job = jobs.get(args.job_id)
+    print(f"{job.id} {job.status}" + (f": {job.error}" if job.error else ""))
+    return 0 if job.status == "succeeded" else 1
+
+
+def cmd_result(args: argparse.Namespace) -> int:
+    from .sources import read_bytes
+
+    job = _job(args)
+    if job.kind != "query":
+        raise LandmarkError(f"job {job.id} is an {job.kind} job and has no ranking; see landmark status {job.id}")
+    if job.status != "succeeded":
+        reason = f": {job.error}" if job.error else ""
+        raise LandmarkError(f"job {job.id} is {job.status}{reason}; it has no result yet")
+    location = job.result[args.format]
+    data = read_bytes(location if "://" in location else Path(location).as_uri())
+    if args.out:
+        from .results import put
+
+        put(args.out, data, "text/plain" if args.format == "txt" else "application/json")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _session(args) as session:
         stats = session.info()
@@ -258,7 +379,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "query": cmd_query, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {
+    "index": cmd_index, "query": cmd_query, "eval": cmd_eval, "submit": cmd_submit, "status": cmd_status,
+    "wait": cmd_wait, "result": cmd_result, "info": cmd_info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,13 +65,19 @@ def write(result: QueryResult, out: str) -> dict[str, str]:
     txt_path, json_path = output_paths(out)
     text = result.to_text().encode()
     document = (json.dumps(result.to_json(), indent=2) + "\n").encode()
-    for destination, data, kind in ((txt_path, text, "text/plain"), (json_path, document, "application/json")):
-        if s3.is_s3(destination):
-            s3.write(destination, data, content_type=kind)
-        else:
-            Path(destination).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(destination + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(destination)  # readers never see half a file
+    put(txt_path, text, "text/plain")
+    put(json_path, document, "application/json")
     result.files = {"txt": txt_path, "json": json_path}
     return result.files
+
+
+def put(destination: str, data: bytes, content_type: str) -> None:
+    """Write ``data`` to a local path or an ``s3://`` URI; readers never see half a file."""
+    if s3.is_s3(destination):
+        s3.write(destination, data, content_type=content_type)
+        return
+    path = Path(os.path.abspath(os.path.expanduser(destination)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

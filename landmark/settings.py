@@ -43,6 +43,10 @@ class Settings:
     partition_size: int = setting(
         256, env="LANDMARK_PARTITION_SIZE", help="stored images per Dask matching task"
     )
+    results: str = setting(
+        "", env="LANDMARK_RESULTS",
+        help="where jobs write their results: a directory or an s3:// prefix (empty: HOME/results)",
+    )
     extractor: str = setting(
         "auto", env="LANDMARK_EXTRACTOR",
         help="feature extractor: auto, delf or rootsift (auto: the store's, else DELF if it loads, else RootSIFT)",
@@ -57,6 +61,10 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(os.path.expanduser(self.home or default_home()))
+
+    @property
+    def results_location(self) -> str:
+        return self.results or str(self.home_path / "results")
 
     @property
     def local_workers(self) -> int:

@@ -54,6 +54,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE landmarks ALTER COLUMN locations SET STORAGE EXTERNAL,
                           ALTER COLUMN descriptors SET STORAGE EXTERNAL;
     """,
+    # 4: jobs (see landmark.jobs)
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id          text PRIMARY KEY,
+        kind        text NOT NULL CHECK (kind IN ('index', 'query')),
+        status      text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+        parameters  jsonb NOT NULL,
+        done        integer NOT NULL DEFAULT 0,
+        failed      integer NOT NULL DEFAULT 0,
+        total       integer NOT NULL DEFAULT 0,
+        error       text,
+        result      jsonb,
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        started_at  timestamptz,
+        finished_at timestamptz
+    );
+    """,
 )
 
 
@@ -119,6 +136,10 @@ class Store:
         self.location = location or redact(url)
         self._conn = connect(url)
         self.migrate()
+
+    @property
+    def connection(self):  # noqa: ANN201 - psycopg2 connection, for adapters on the same database
+        return self._conn
 
     def close(self) -> None:
         self._conn.close()
