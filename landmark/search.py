@@ -137,9 +137,14 @@ class PartitionCache:
         for stale in set(self._held) - set(keys):
             del self._held[stale]  # dropping the future lets the worker free the memory
         loaded = 0
-        for key, partition in zip(keys, partitions):
+        workers = sorted(self.client.scheduler_info().get("workers", {}))
+        for index, (key, partition) in enumerate(zip(keys, partitions)):
             if key not in self._held:
-                self._held[key] = self.client.submit(load_partition, self.url, partition, key=key)
+                # Spread the partitions evenly over the workers: matching runs where a partition
+                # lives, so an uneven spread would leave one worker finishing alone. Loose, so a
+                # partition still loads if its worker has gone.
+                where = {"workers": [workers[index % len(workers)]], "allow_other_workers": True} if workers else {}
+                self._held[key] = self.client.submit(load_partition, self.url, partition, key=key, **where)
                 loaded += 1
         return keys, [self._held[key] for key in keys], loaded
 
