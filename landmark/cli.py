@@ -20,6 +20,7 @@ from typing import Any
 from . import config as cfg
 from .errors import LandmarkError
 from .matching import MatchConfig
+from .session import DEFAULT_TOP_K
 from .settings import Settings
 
 EPILOG = """Settings also come from the environment (LANDMARK_HOME, LANDMARK_DATABASE_URL,
@@ -55,17 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     query.add_argument("image", metavar="IMAGE", help="the query image (path, file:// or s3:// URI)")
-    query.add_argument("--top-k", type=int, default=20, metavar="K", help="keep the K best matches (default: 20)")
     query.add_argument(
         "--out", metavar="PATH",
         help="write PATH.txt and PATH.json (a local path or s3:// URI; default: results/<image name>)",
     )
-    query.add_argument(
-        "--no-add", dest="add", action="store_false",
-        help="leave the store unchanged (by default the query image is added to it)",
-    )
-    _common(query)
-    cfg.add_options(query, MatchConfig)
+    _query_options(query)
 
     evaluation = commands.add_parser(
         "eval", help="index a dataset into a fresh store and score leave-one-out retrieval",
@@ -99,10 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(submit_index)
     submit_query = kinds.add_parser("query", help="query IMAGE (as landmark query); results go under RESULTS")
     submit_query.add_argument("image", metavar="IMAGE")
-    submit_query.add_argument("--top-k", type=int, default=20, metavar="K", help="keep the K best matches (default: 20)")
-    submit_query.add_argument("--no-add", dest="add", action="store_false", help="leave the store unchanged")
-    _common(submit_query)
-    cfg.add_options(submit_query, MatchConfig)
+    _query_options(submit_query)
 
     for name, text in (("status", "show a job's status and progress"), ("wait", "wait until a job has finished")):
         command = commands.add_parser(name, help=text, epilog=EPILOG)
@@ -123,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print as JSON")
     cfg.add_options(info, Settings, exclude=STORE_ONLY)
     return parser
+
+
+def _query_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that runs a query takes: how many matches, --no-add, and the settings."""
+    parser.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+        help=f"keep the K best matches (default: {DEFAULT_TOP_K})",
+    )
+    parser.add_argument(
+        "--no-add", dest="add", action="store_false",
+        help="leave the store unchanged (by default the query image is added to it)",
+    )
+    _common(parser)
+    cfg.add_options(parser, MatchConfig)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -365,7 +365,6 @@ def evaluate(
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n")
-    tmp.replace(path)
+    from .results import put
+
+    put(str(path), (json.dumps(document, indent=2) + "\n").encode(), "application/json")

@@ -124,12 +124,14 @@ class Jobs:
 
 def run(session: Session, jobs: Jobs, job_id: str, results: str) -> Job:
     """Carry out job ``job_id`` in this process; a failure is recorded with its reason, not raised."""
+    from .session import DEFAULT_TOP_K
+
     job = jobs.start(job_id)
     try:
         if job.kind == "index":
             return jobs.succeed(job_id, _run_index(session, jobs, job))
         files = session.query(
-            job.parameters["image"], top_k=int(job.parameters.get("top_k", 20)),
+            job.parameters["image"], top_k=int(job.parameters.get("top_k", DEFAULT_TOP_K)),
             add=bool(job.parameters.get("add", True)), out=result_stem(results, job_id),
         ).files
         jobs.progress(job_id, done=1, failed=0, total=1)
