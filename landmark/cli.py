@@ -27,7 +27,8 @@ EPILOG = """Settings also come from the environment (LANDMARK_HOME, LANDMARK_DAT
 LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, which beats the default."""
 
 
-STORE_ONLY = ("dask_scheduler", "dask_workers", "partition_size", "extractor", "results")
+STORE_ONLY = ("dask_scheduler", "dask_workers", "partition_size", "extractor", "results", "broker_url",
+              "extract_batch")
 """Settings that commands which only read the store do not take."""
 
 
@@ -85,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser(
         "submit", help="submit a job (index sources, or query an image) and print its id",
-        description="Create a job and run it. Jobs run in this process (with no broker there is no queue "
-        "to wait in); follow them with status, wait and result.", epilog=EPILOG,
+        description="Create a job and print its id. With a broker (LANDMARK_BROKER_URL or --broker-url) the "
+        "job goes to the queue and a worker (landmark worker) runs it; without one it runs here, now. Follow "
+        "it with status, wait and result.", epilog=EPILOG,
     )
     kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
     submit_index = kinds.add_parser("index", help="index SOURCE... (as landmark index)")
@@ -110,6 +112,31 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--format", choices=("txt", "json"), default="txt", help="which file (default: txt)")
     result.add_argument("--out", metavar="PATH", help="write it to PATH instead of printing it")
     cfg.add_options(result, Settings, exclude=STORE_ONLY)
+
+    worker = commands.add_parser(
+        "worker", help="run a queue worker (needs a broker)",
+        description="Take jobs from the broker's queues and run them: extract (index jobs: planning and one "
+        "task per batch of images) and match (query jobs). An extract-only worker runs a pool of processes; "
+        "a worker that takes match runs one job at a time and keeps its Dask cluster across jobs.",
+        epilog=EPILOG,
+    )
+    worker.add_argument("--queues", default="extract,match", metavar="QUEUES",
+                        help="comma-separated queues to take: extract, match (default: extract,match)")
+    worker.add_argument("--concurrency", type=int, default=0, metavar="N",
+                        help="processes of an extract-only worker (default: one per core)")
+    worker.add_argument("--loglevel", default="INFO", metavar="LEVEL", help="Celery log level (default: INFO)")
+    cfg.add_options(worker, Settings)
+
+    serve = commands.add_parser(
+        "serve", help="serve the HTTP API (jobs, results, health)",
+        description="Serve the HTTP API: POST /jobs, GET /jobs/{id}, GET /jobs/{id}/result.txt and .json, "
+        "GET /health; its OpenAPI document is at /openapi.json and /docs. Set LANDMARK_API_TOKEN to require "
+        "a bearer token. With no broker, jobs run inside the server, one at a time.",
+        epilog=EPILOG,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    cfg.add_options(serve, Settings)
 
     info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
     info.add_argument("--json", action="store_true", help="print as JSON")
@@ -285,23 +312,51 @@ def _remove_embedded(home: Path) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .jobs import Jobs, run
+    from .jobs import Jobs, index_parameters, query_parameters, run, submit
 
+    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    if settings.broker_url and (args.extractor_option or args.extractor):
+        raise LandmarkError(
+            "--extractor and --extractor-option cannot travel with a queued job: the workers' own settings "
+            "(LANDMARK_EXTRACTOR, LANDMARK_DELF_MODEL, ...) and the store's extractor decide"
+        )
     if args.kind == "index":
-        parameters: dict[str, Any] = {"sources": list(args.sources)}
+        parameters = index_parameters(args.sources)
     else:
-        parameters = {"image": args.image, "top_k": args.top_k, "add": args.add}
-    with _session(
-        args, extractor_options=_extractor_options(args.extractor_option),
-        match_options=cfg.options_from(args, MatchConfig) if args.kind == "query" else None,
-    ) as session:
+        parameters = query_parameters(args.image, top_k=args.top_k, add=args.add,
+                                      matching=cfg.options_from(args, MatchConfig))
+    with _session(args, settings=settings, extractor_options=_extractor_options(args.extractor_option)) as session:
         jobs = Jobs(session.store)
-        job = jobs.create(args.kind, parameters)
-        print(job.id, flush=True)
-        job = run(session, jobs, job.id, session.settings.results_location)
+        job = submit(
+            jobs, settings, args.kind, parameters,
+            run_here=lambda job_id: run(session, jobs, job_id, settings.results_location,
+                                        batch_size=settings.extract_batch),
+            on_created=lambda created: print(created.id, flush=True),
+        )
     if job.status == "failed":
         print(f"landmark submit: job {job.id} failed: {job.error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.app import create_app, worker_argv
+
+    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    argv = worker_argv(queues, concurrency=args.concurrency, loglevel=args.loglevel)
+    app = create_app(settings)
+    app.worker_main(argv=argv)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_api
+
+    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    uvicorn.run(create_api(settings), host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0
 
 
@@ -350,20 +405,13 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_result(args: argparse.Namespace) -> int:
-    from .sources import read_bytes
+    from .jobs import RESULT_TYPES, read_result
 
-    job = _job(args)
-    if job.kind != "query":
-        raise LandmarkError(f"job {job.id} is an {job.kind} job and has no ranking; see landmark status {job.id}")
-    if job.status != "succeeded":
-        reason = f": {job.error}" if job.error else ""
-        raise LandmarkError(f"job {job.id} is {job.status}{reason}; it has no result yet")
-    location = job.result[args.format]
-    data = read_bytes(location if "://" in location else Path(location).as_uri())
+    data = read_result(_job(args), args.format)
     if args.out:
         from .results import put
 
-        put(args.out, data, "text/plain" if args.format == "txt" else "application/json")
+        put(args.out, data, RESULT_TYPES[args.format])
         print(f"wrote {args.out}")
     else:
         sys.stdout.write(data.decode())
@@ -387,7 +435,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "index": cmd_index, "query": cmd_query, "eval": cmd_eval, "submit": cmd_submit, "status": cmd_status,
-    "wait": cmd_wait, "result": cmd_result, "info": cmd_info,
+    "wait": cmd_wait, "result": cmd_result, "info": cmd_info, "worker": cmd_worker, "serve": cmd_serve,
 }
 
 

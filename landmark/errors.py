@@ -24,6 +24,13 @@ class SourceError(LandmarkError):
     """A source (file, directory, list, S3 prefix) cannot be read or expanded."""
 
 
+class TransientError(SourceError):
+    """A source could not be reached for now (connection failure, throttling, a server error).
+
+    Queue workers retry the work with backoff; one-off commands report it like any other failure.
+    """
+
+
 class UnknownExtractorError(ConfigError):
     """An extractor name that is not in the registry."""
 
@@ -39,6 +46,10 @@ class ModelLoadError(LandmarkError):
 
 class StoreError(LandmarkError):
     """The feature store cannot be reached or is not in a usable state."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached (for now: queue workers retry)."""
 
 
 class ExtractorMismatchError(StoreError):

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from .contract import Features
-from .errors import ImageError, LandmarkError
+from .errors import ImageError, LandmarkError, TransientError
 from .extractors.base import Extractor
 from .images import decode_image
-from .sources import read_bytes
+from .sources import expand, normalise, read_bytes
 from .store import Row, Store
 
 
@@ -46,6 +46,28 @@ class IndexReport:
         self.failed.extend(other.failed)
 
 
+def gather(sources: Iterable[str], *, raise_transient: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """The image URIs named by ``sources`` (in order, without repeats) and ``(source, reason)``
+    for each source that cannot be expanded (an empty S3 prefix, an unreadable list)."""
+    uris: dict[str, None] = {}
+    unusable: list[tuple[str, str]] = []
+    for source in sources:
+        try:
+            uris.update(dict.fromkeys(expand([source])))
+        except LandmarkError as error:
+            if raise_transient and isinstance(error, TransientError):
+                raise
+            unusable.append((source, reason_of(error, source, _as_uri(source))))
+    return list(uris), unusable
+
+
+def _as_uri(source: str) -> str:
+    try:
+        return normalise(source)
+    except LandmarkError:
+        return source
+
+
 def extract_bytes(extractor: Extractor, data: bytes, uri: str) -> Features:
     """Decode ``data`` and extract its features; an image with none is an :class:`ImageError`."""
     image = decode_image(data, uri, extractor.config.max_image_side)
@@ -67,21 +89,31 @@ def index_uris(
     batch_size: int = 64,
     threads: int = 2,
     progress: Callable[[int], None] | None = None,
+    raise_transient: bool = False,
 ) -> IndexReport:
-    """Index every image of ``uris`` into ``store`` with ``extractor``."""
+    """Index every image of ``uris`` into ``store`` with ``extractor``.
+
+    An image whose source cannot be reached for now (:class:`TransientError`) is reported as
+    failed like a bad one, unless ``raise_transient``: then the error is raised before anything
+    of its chunk is written, for a caller that retries the whole batch (a queue worker).
+    """
     report = IndexReport()
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="landmark-index") as pool:
-        for chunk in _chunks(uris, batch_size):
-            report.merge(_index_chunk(store, extractor, chunk, pool))
+        for chunk in chunks(uris, batch_size):
+            report.merge(_index_chunk(store, extractor, chunk, pool, raise_transient))
             if progress is not None:
                 progress(len(chunk))
     return report
 
 
-def _index_chunk(store: Store, extractor: Extractor, uris: list[str], pool: ThreadPoolExecutor) -> IndexReport:
+def _index_chunk(
+    store: Store, extractor: Extractor, uris: list[str], pool: ThreadPoolExecutor, raise_transient: bool
+) -> IndexReport:
     report = IndexReport()
     payloads: dict[str, bytes] = {}
     for uri, outcome in zip(uris, pool.map(_read, uris)):
+        if raise_transient and isinstance(outcome, TransientError):
+            raise outcome
         if isinstance(outcome, LandmarkError):
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
@@ -117,13 +149,16 @@ def _extract(extractor: Extractor, data: bytes, uri: str) -> Features | Landmark
         return ImageError(uri, f"extraction failed ({type(error).__name__}: {error})")
 
 
-def reason_of(error: LandmarkError, uri: str) -> str:
-    """The error's message less the leading ``"uri: "`` that the report already shows."""
+def reason_of(error: LandmarkError, *names: str) -> str:
+    """The error's message less the leading ``"name: "`` (any of ``names``) the report already shows."""
     text = str(error)
-    return text[len(uri) + 2:] if text.startswith(uri + ": ") else text
+    for name in names:
+        if text.startswith(name + ": "):
+            return text[len(name) + 2:]
+    return text
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk

@@ -10,7 +10,7 @@ import functools
 import os
 from collections.abc import Iterator
 
-from .errors import SourceError
+from .errors import SourceError, TransientError
 
 
 def is_s3(uri: str) -> bool:
@@ -56,12 +56,33 @@ def _error_reason(error: Exception) -> str:
     return str(error)
 
 
+# Codes S3 and compatible servers answer when asked to come back later.
+_TRANSIENT_CODES = frozenset({
+    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
+    "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+})
+
+
+def failure(uri: str, action: str, error: Exception) -> SourceError:
+    """The error to raise for ``error``: a :class:`TransientError` when trying again may work."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    response = getattr(error, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    transient = isinstance(error, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)) or (
+        code in _TRANSIENT_CODES
+    )
+    kind = TransientError if transient else SourceError
+    return kind(f"{uri}: {action} ({_error_reason(error)})")
+
+
 def read(uri: str) -> bytes:
     bucket, key = split(uri)
     try:
         return client().get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as error:  # botocore raises many unrelated types
-        raise SourceError(f"{uri}: cannot read from S3 ({_error_reason(error)})") from error
+        raise failure(uri, "cannot read from S3", error) from error
 
 
 def write(uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
@@ -71,7 +92,7 @@ def write(uri: str, data: bytes, content_type: str = "application/octet-stream")
     try:
         client().put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
     except Exception as error:
-        raise SourceError(f"{uri}: cannot write to S3 ({_error_reason(error)})") from error
+        raise failure(uri, "cannot write to S3", error) from error
 
 
 def exists(uri: str) -> bool:
@@ -82,7 +103,7 @@ def exists(uri: str) -> bool:
     except Exception as error:
         if _error_reason(error) in ("no such object",):
             return False
-        raise SourceError(f"{uri}: cannot reach S3 ({_error_reason(error)})") from error
+        raise failure(uri, "cannot reach S3", error) from error
 
 
 def list_keys(uri: str) -> Iterator[str]:
@@ -96,4 +117,4 @@ def list_keys(uri: str) -> Iterator[str]:
     except SourceError:
         raise
     except Exception as error:
-        raise SourceError(f"{uri}: cannot list S3 prefix ({_error_reason(error)})") from error
+        raise failure(uri, "cannot list S3 prefix", error) from error

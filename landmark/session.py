@@ -18,15 +18,14 @@ from typing import Any
 from . import config as cfg
 from .contract import Features
 from .embedded import embedded_url
-from .errors import SourceError
 from .extractors import registry
 from .extractors.base import Extractor
-from .indexing import IndexReport, extract_bytes, index_uris, reason_of, sha256
+from .indexing import IndexReport, extract_bytes, gather, index_uris, sha256
 from .matching import PRESETS, MatchConfig
 from .results import QueryResult, write
 from .search import PartitionCache, dask_client, rank, search
 from .settings import Settings
-from .sources import expand, normalise, read_bytes
+from .sources import normalise, read_bytes
 from .store import ExtractorSpec, Row, Store
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,7 @@ class Session:
     @property
     def store(self) -> Store:
         if self._store is None:
-            if self.settings.database_url:
-                self._store = Store(self.settings.database_url)
-            else:
-                home = self.settings.home_path
-                self._store = Store(embedded_url(home), location=f"embedded PostgreSQL in {home / 'pgdata'}")
+            self._store = open_store(self.settings)
         return self._store
 
     @property
@@ -95,13 +90,20 @@ class Session:
 
     @property
     def match_config(self) -> MatchConfig:
-        return cfg.resolve(MatchConfig, self.match_options, base=PRESETS[self.extractor.matching_preset])
+        return self.matching()
+
+    def matching(self, overrides: Mapping[str, Any] | None = None) -> MatchConfig:
+        """The extractor's matching preset, then the session's options, then ``overrides``."""
+        options = {**self.match_options, **(overrides or {})}
+        return cfg.resolve(MatchConfig, options, base=PRESETS[self.extractor.matching_preset])
 
     @property
     def client(self) -> Any:
         if self._client is None:
             self._client_cm = dask_client(self.settings)
             self._client = self._client_cm.__enter__()
+            workers = len(self._client.scheduler_info().get("workers", {}))
+            self.announce(f"dask: connected to {self._client.scheduler.address} ({workers} workers)")
         return self._client
 
     @property
@@ -109,6 +111,14 @@ class Session:
         if self._cache is None:
             self._cache = PartitionCache(self.client, self.store.url)
         return self._cache
+
+    def reconnect(self) -> None:
+        """Drop the database connection (after a failure); the next use opens a new one."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            finally:
+                self._store = None
 
     def close(self) -> None:
         self._cache = None
@@ -136,13 +146,7 @@ class Session:
         A source that cannot be expanded (an empty S3 prefix, an unreadable list) is reported
         in the report's failures like a bad image; the other sources are still indexed.
         """
-        uris: dict[str, None] = {}  # ordered and without repeats
-        unusable: list[tuple[str, str]] = []
-        for source in sources:
-            try:
-                uris.update(dict.fromkeys(expand([source])))
-            except SourceError as error:
-                unusable.append((source, reason_of(error, source)))
+        uris, unusable = gather(sources)
         if on_total is not None:
             on_total(len(uris))
         report = index_uris(self.store, self.extractor, list(uris), progress=progress) if uris else IndexReport()
@@ -156,6 +160,7 @@ class Session:
         top_k: int = DEFAULT_TOP_K,
         out: str | None = None,
         add: bool = True,
+        match_config: MatchConfig | None = None,
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
     ) -> QueryResult:
@@ -166,7 +171,9 @@ class Session:
         read_seconds = time.perf_counter() - start
         features = extract_bytes(self.extractor, data, uri)
         extract_seconds = time.perf_counter() - start - read_seconds
-        result = self.query_features(uri, features, top_k=top_k, progress=progress, on_total=on_total)
+        result = self.query_features(
+            uri, features, top_k=top_k, match_config=match_config, progress=progress, on_total=on_total
+        )
         result.timings_s = {"read_query": read_seconds, "extract_query": extract_seconds, **result.timings_s}
         if add:
             clock = time.perf_counter()
@@ -250,6 +257,14 @@ def partition_size(stored: int, largest: int, client: Any) -> int:
         return largest
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     return max(1, min(largest, -(-stored // workers)))
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``settings`` name: ``database_url``, else the embedded server under ``home``."""
+    if settings.database_url:
+        return Store(settings.database_url)
+    home = settings.home_path
+    return Store(embedded_url(home), location=f"embedded PostgreSQL in {home / 'pgdata'}")
 
 
 def spec_of(extractor: Extractor) -> ExtractorSpec:

@@ -51,12 +51,39 @@ class Settings:
         "auto", env="LANDMARK_EXTRACTOR",
         help="feature extractor: auto, delf or rootsift (auto: the store's, else DELF if it loads, else RootSIFT)",
     )
+    broker_url: str = setting(
+        "", env="LANDMARK_BROKER_URL",
+        help="Celery broker for jobs (redis://host:6379/0 or amqp://user:pass@host:5672//); "
+        "empty: jobs run in the process that submits them",
+    )
+    extract_batch: int = setting(
+        16, env="LANDMARK_EXTRACT_BATCH", help="images per extract task when an index job fans out"
+    )
+    broker_visibility_timeout: int = setting(
+        600, env="LANDMARK_BROKER_VISIBILITY_TIMEOUT", cli=False,
+        help="Redis only: seconds before a task taken by a worker that vanished is handed out again",
+    )
+    api_token: str = setting(
+        "", env="LANDMARK_API_TOKEN", cli=False,
+        help="bearer token the HTTP API requires on every endpoint but /health (empty: no auth)",
+    )
+    upload_limit_mb: float = setting(
+        20.0, env="LANDMARK_UPLOAD_LIMIT_MB", cli=False, help="largest image the HTTP API accepts, in MB"
+    )
 
     def validate(self) -> None:
         if self.dask_workers < 0:
             raise ConfigError(f"dask_workers: must be 0 or more, got {self.dask_workers}")
         if self.partition_size < 1:
             raise ConfigError(f"partition_size: must be at least 1, got {self.partition_size}")
+        if self.extract_batch < 1:
+            raise ConfigError(f"extract_batch: must be at least 1, got {self.extract_batch}")
+        if self.broker_url and not self.broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+            raise ConfigError(
+                f"broker_url: {self.broker_url!r} is not a Redis (redis://) or RabbitMQ (amqp://) URL"
+            )
+        if self.upload_limit_mb <= 0:
+            raise ConfigError(f"upload_limit_mb: must be more than 0, got {self.upload_limit_mb}")
 
     @property
     def home_path(self) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .contract import FeatureBatch, Features, decode_descriptors, decode_locations, encode_descriptors, encode_locations
-from .errors import ExtractorMismatchError, StoreError
+from .errors import ExtractorMismatchError, StoreError, StoreUnavailableError
 
 SCHEMA_LOCK = 0x6C616E64  # "land": advisory lock key for migrations
 
@@ -71,6 +71,22 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at timestamptz
     );
     """,
+    # 5: an index job's batches (see landmark.jobs): the unit a queue worker takes, so that a
+    # batch delivered twice is counted once and a job knows when its last batch is in
+    """
+    CREATE TABLE IF NOT EXISTS job_batches (
+        job_id      text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        batch       integer NOT NULL,
+        uris        jsonb NOT NULL,
+        attempts    integer NOT NULL DEFAULT 0,
+        worker      text,
+        stored      integer NOT NULL DEFAULT 0,
+        unchanged   integer NOT NULL DEFAULT 0,
+        failures    jsonb NOT NULL DEFAULT '[]',
+        finished_at timestamptz,
+        PRIMARY KEY (job_id, batch)
+    );
+    """,
 )
 
 
@@ -114,7 +130,7 @@ def connect(url: str):  # noqa: ANN201 - psycopg2 connection
         return psycopg2.connect(url, connect_timeout=10, application_name="landmark")
     except psycopg2.OperationalError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else "connection failed"
-        raise StoreError(f"cannot connect to PostgreSQL at {redact(url)}: {reason}") from None
+        raise StoreUnavailableError(f"cannot connect to PostgreSQL at {redact(url)}: {reason}") from None
 
 
 def redact(url: str) -> str:

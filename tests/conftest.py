@@ -113,3 +113,85 @@ def bucket(s3_endpoint: str) -> str:
     name = "b-" + uuid.uuid4().hex[:10]
     s3.client().create_bucket(Bucket=name)
     return name
+
+
+# -- brokers and queue workers --------------------------------------------------------------
+
+BROKER_PORTS = {"redis": 6379, "rabbitmq": 5672}
+SKIP_BROKERS = "LANDMARK_TEST_SKIP_BROKERS"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _missing(broker: str, how: str) -> None:
+    """No such broker here: fail, naming what is missing, unless it was left out on purpose."""
+    if broker in os.environ.get(SKIP_BROKERS, "").split(","):
+        pytest.skip(f"{broker} left out by {SKIP_BROKERS}")
+    pytest.fail(f"{broker} is needed by the queue tests and none is running on 127.0.0.1:{BROKER_PORTS[broker]}, "
+                f"nor could one be started: {how} (or set {SKIP_BROKERS}={broker} to leave these tests out)")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Redis on loopback: the machine's own, else one started for the session."""
+    import shutil
+    import subprocess
+    import time
+
+    if _listening(BROKER_PORTS["redis"]):
+        yield "redis://127.0.0.1:6379/7"
+        return
+    if not shutil.which("redis-server"):
+        _missing("redis", "install redis-server (Debian: apt install redis-server)")
+    port = _free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                              stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not _listening(port):
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            _missing("redis", f"redis-server did not start on port {port}")
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/7"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """A RabbitMQ on loopback: the machine's own, else one started (as a daemon) for the session."""
+    import shutil
+    import subprocess
+    import time
+
+    if not _listening(BROKER_PORTS["rabbitmq"]):
+        if not shutil.which("rabbitmq-server"):
+            _missing("rabbitmq", "install rabbitmq-server (Debian: apt install rabbitmq-server)")
+        subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 90
+        while not _listening(BROKER_PORTS["rabbitmq"]):
+            if time.monotonic() > deadline:
+                _missing("rabbitmq", "rabbitmq-server -detached did not open port 5672 within 90 s")
+            time.sleep(0.5)
+    return "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """Each queue test runs once per broker; the queues start empty."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    from landmark import config as cfg
+    from landmark.settings import Settings
+    from workers.app import create_app
+
+    app = create_app(cfg.resolve(Settings, {"broker_url": url}, environ={}))
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+        app.control.purge(connection=connection)  # leftovers of an interrupted run name jobs gone long ago
+    app.close()
+    return url

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import LANDMARKS
 from landmark import config as cfg
-from landmark.jobs import JobNotFoundError, Jobs, run
+from landmark.indexing import IndexReport
+from landmark.jobs import JobNotFoundError, Jobs, index_batch, plan_index, run
 from landmark.session import Session
 from landmark.settings import Settings
 
@@ -35,7 +36,7 @@ def test_job_lifecycle_and_unknown_ids(database_url: str, dask_cluster_address: 
         assert (queued.status, queued.done, queued.total, queued.started_at) == ("queued", 0, 0, None)
         finished = run(lm, jobs, queued.id, str(tmp_path / "results"))
         assert finished.status == "succeeded" and finished.finished_at >= finished.started_at
-        assert (finished.done, finished.failed, finished.total) == (len(PHOTOS) + 1, 1, len(PHOTOS) + 1)
+        assert (finished.done, finished.failed, finished.total) == (len(PHOTOS), 1, len(PHOTOS) + 1)
         assert finished.result["stored"] == len(PHOTOS)
         assert finished.result["failed"] == [{"uri": (tmp_path / "gone.jpg").as_uri(), "reason": "no such file"}]
 
@@ -84,7 +85,49 @@ def test_submit_status_wait_result_on_the_embedded_default(tmp_path: Path) -> No
     no_ranking = cli("result", index_id, home=home)
     assert no_ranking.returncode == 2
     assert no_ranking.stderr.strip() == (
-        f"landmark result: error: job {index_id} is an index job and has no ranking; see landmark status {index_id}"
+        f"landmark result: error: job {index_id} is an index job and has no ranking; its status has its counts"
     )
     unknown = cli("status", "nope", home=home)
     assert unknown.returncode == 2 and unknown.stderr.strip() == "landmark status: error: no job 'nope' in this store"
+
+
+def test_batches_delivered_twice_are_counted_once(database_url: str, dask_cluster_address: str, tmp_path: Path) -> None:
+    """What a queue worker's redelivery does: plan again, take a batch again, report it again."""
+    broken_list = tmp_path / "list.txt"
+    broken_list.write_bytes(b"\xff\xfe not text")
+    sources = [str(p) for p in PHOTOS] + [str(broken_list)]
+    with session(database_url, dask_cluster_address) as lm:
+        jobs = Jobs(lm.store)
+        job = jobs.create("index", {"sources": sources})
+        todo = plan_index(lm, jobs, job.id, batch_size=2)
+        assert todo == list(range(-(-len(PHOTOS) // 2)))
+        assert plan_index(lm, jobs, job.id, batch_size=2) == todo  # planned once
+        assert jobs.get(job.id).total == len(PHOTOS) + 1
+
+        first = index_batch(lm, jobs, job.id, todo[0])
+        assert first is not None and (first.done, first.status) == (2, "running")
+        assert index_batch(lm, jobs, job.id, todo[0]) is None  # finished already: nothing done
+        jobs.finish(job.id, todo[0], IndexReport(stored=2))  # a late second report is ignored
+        assert jobs.get(job.id).done == 2
+
+        again = jobs.claim(job.id, todo[1], "host:1")
+        assert again is not None and again.attempts == 1
+        retaken = jobs.claim(job.id, todo[1], "host:2")  # the first taker died; the batch went back
+        assert retaken is not None and retaken.attempts == 2
+        for batch in todo[1:]:
+            last = index_batch(lm, jobs, job.id, batch)
+        assert last is not None and last.status == "succeeded"
+        assert (last.done, last.failed, last.total) == (len(PHOTOS), 1, len(PHOTOS) + 1)
+        assert last.result["failed"] == [{"uri": str(broken_list), "reason": "a URI list must be UTF-8 text"}]
+        assert lm.store.count() == len(PHOTOS)
+
+
+def test_an_index_job_where_nothing_can_be_stored_fails(database_url: str, dask_cluster_address: str,
+                                                          tmp_path: Path) -> None:
+    (tmp_path / "note.jpg").write_text("not a picture")
+    with session(database_url, dask_cluster_address) as lm:
+        jobs = Jobs(lm.store)
+        job = run(lm, jobs, jobs.create("index", {"sources": [str(tmp_path / "note.jpg")]}).id, str(tmp_path))
+        assert job.status == "failed"
+        assert job.error.startswith(f"none of the 1 images could be indexed; first failure: {(tmp_path / 'note.jpg').as_uri()}: ")
+        assert (job.done, job.failed, job.total) == (0, 1, 1)

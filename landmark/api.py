@@ -1,0 +1,361 @@
+"""The HTTP API: submit jobs, follow them, fetch their results. ``landmark serve`` runs it.
+
+=======================================  ============================================================
+``POST /jobs``                           JSON ``{"kind": "index", "sources": [...]}`` or
+                                         ``{"kind": "query", "image": URI, "top_k", "add", "matching"}``;
+                                         or a multipart form with an ``image`` file (a query by
+                                         upload) and optional ``top_k``, ``add``, ``matching``
+                                         (a JSON object). 202 with the job.
+``GET /jobs/{id}``                       the job: status, progress, error, result locations
+``GET /jobs/{id}/result.txt``, ``.json`` a query job's ranking (409 until it has succeeded)
+``GET /health``                          database, broker and Dask reachable or not (200 or 503)
+=======================================  ============================================================
+
+Every error answers ``{"detail": "<message>"}``, the message naming the input at fault. With
+``LANDMARK_API_TOKEN`` set, every endpoint but ``/health`` needs ``Authorization: Bearer <token>``.
+
+Uploads are stored under ``<results>/uploads/<id>/`` so that a worker on another host can read
+them when the results location is shared (an ``s3://`` prefix). A query by upload is not added
+to the store unless ``add`` is true: an uploaded photo is a question, not part of the collection.
+
+With no broker, jobs run inside this server, one at a time, on a thread with its own session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from . import __version__
+from . import config as cfg
+from .errors import ConfigError, ImageError, LandmarkError
+from .jobs import RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
+from .jobs import run as run_job
+from .jobs import submit as submit_job
+from .session import DEFAULT_TOP_K, Session, open_store
+from .settings import Settings
+from .store import Store, redact
+
+
+class IndexJobRequest(BaseModel):
+    """Index every image of ``sources`` (files, directories, lists, ``s3://`` keys or prefixes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["index"]
+    sources: list[str] = Field(min_length=1)
+
+
+class QueryJobRequest(BaseModel):
+    """Rank the stored images against ``image`` (a path or URI the workers can read)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["query"]
+    image: str = Field(min_length=1)
+    top_k: int = Field(DEFAULT_TOP_K, ge=1)
+    add: bool = True
+    matching: dict[str, Any] = Field(default_factory=dict, description="MatchConfig overrides, e.g. min_inliers")
+
+
+JobRequest = Annotated[IndexJobRequest | QueryJobRequest, Field(discriminator="kind")]
+_JOB_REQUEST = TypeAdapter(JobRequest)
+
+UPLOAD_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "the query image"},
+        "top_k": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K},
+        "add": {"type": "boolean", "default": False},
+        "matching": {"type": "string", "description": "MatchConfig overrides as a JSON object"},
+    },
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Service:
+    """What the endpoints share: settings, a store connection for reads, the in-process runner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+        self._runner: ThreadPoolExecutor | None = None
+        self._runner_session: Session | None = None
+
+    def jobs(self) -> tuple[Jobs, threading.Lock]:
+        with self._lock:
+            if self._store is None or self._store.connection.closed:
+                self._store = open_store(self.settings)
+            return Jobs(self._store), self._lock
+
+    def get(self, job_id: str) -> Job:
+        jobs, lock = self.jobs()
+        with lock:
+            return jobs.get(job_id)
+
+    def submit(self, kind: str, parameters: dict[str, Any]) -> Job:
+        jobs, lock = self.jobs()
+        with lock:
+            return submit_job(jobs, self.settings, kind, parameters, run_here=self._run_later)
+
+    def _run_later(self, job_id: str) -> None:
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-job")
+        self._runner.submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        if self._runner_session is None:
+            self._runner_session = Session(self.settings)
+        session = self._runner_session
+        run_job(session, Jobs(session.store), job_id, self.settings.results_location,
+                batch_size=self.settings.extract_batch)
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.shutdown(wait=True, cancel_futures=True)
+        if self._runner_session is not None:
+            self._runner_session.close()
+        if self._store is not None:
+            self._store.close()
+
+    def health(self) -> dict[str, Any]:
+        checks = {"database": self._check_database, "broker": self._check_broker, "dask": self._check_dask}
+        report: dict[str, Any] = {}
+        for name, check in checks.items():
+            try:
+                report[name] = {"ok": True, "detail": check()}
+            except Exception as error:  # any failure is the answer, not a crash
+                report[name] = {"ok": False, "detail": f"{type(error).__name__}: {error}".strip()}
+        report["status"] = "ok" if all(part["ok"] for part in report.values()) else "unavailable"
+        return report
+
+    def _check_database(self) -> str:
+        jobs, lock = self.jobs()
+        with lock, self._store.connection.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute("SELECT 1")
+            self._store.connection.rollback()  # type: ignore[union-attr]
+        return self._store.location  # type: ignore[union-attr]
+
+    def _check_broker(self) -> str:
+        if not self.settings.broker_url:
+            return "none: jobs run in this server"
+        from kombu import Connection
+
+        with Connection(self.settings.broker_url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+        return redact(self.settings.broker_url)
+
+    def _check_dask(self) -> str:
+        if not self.settings.dask_scheduler:
+            return "local cluster, started by the first query"
+        from distributed import Client
+
+        with Client(self.settings.dask_scheduler, timeout="3s") as client:
+            workers = len(client.scheduler_info().get("workers", {}))
+        return f"{self.settings.dask_scheduler} ({workers} workers)"
+
+
+def create_api(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app for ``settings`` (default: from the environment)."""
+    settings = settings or cfg.resolve(Settings)
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="landmark", version=__version__, lifespan=lifespan,
+        description="Submit index and query jobs, follow them, and fetch query rankings as txt or JSON.",
+    )
+    app.state.service = service
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not settings.api_token:
+            return
+        if credentials is None:
+            raise ApiError(401, "missing bearer token: send Authorization: Bearer <LANDMARK_API_TOKEN>")
+        if not secrets.compare_digest(credentials.credentials.encode(), settings.api_token.encode()):
+            raise ApiError(401, "invalid bearer token")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, error: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return JSONResponse({"detail": error.detail}, status_code=error.status, headers=headers)
+
+    @app.exception_handler(JobNotFoundError)
+    async def _not_found(_: Request, error: JobNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(NoResultError)
+    async def _no_result(_: Request, error: NoResultError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(ConfigError)
+    async def _bad_option(_: Request, error: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(LandmarkError)
+    async def _unavailable(_: Request, error: LandmarkError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe(error.errors())}, status_code=422)
+
+    @app.post(
+        "/jobs", status_code=202, dependencies=[Depends(authorised)], summary="submit an index or query job",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"oneOf": [IndexJobRequest.model_json_schema(),
+                                                      QueryJobRequest.model_json_schema()]}},
+            "multipart/form-data": {"schema": UPLOAD_FORM_SCHEMA},
+        }}},
+    )
+    async def post_job(request: Request) -> JSONResponse:
+        from starlette.concurrency import run_in_threadpool
+
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/json":
+            kind, parameters = await _json_job(request)
+        elif content_type == "multipart/form-data":
+            kind, parameters = await _upload_job(request, settings)
+        else:
+            raise ApiError(415, f"content type {content_type or 'missing'!r}: send application/json, or "
+                                "multipart/form-data with an image file")
+        job = await run_in_threadpool(service.submit, kind, parameters)
+        return JSONResponse(_job_document(job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+    @app.get("/jobs/{job_id}", dependencies=[Depends(authorised)], summary="a job's status and progress")
+    def get_job(job_id: str) -> dict[str, Any]:
+        return _job_document(service.get(_job_id(job_id)))
+
+    @app.get("/jobs/{job_id}/result.{fmt}", dependencies=[Depends(authorised)],
+             summary="a query job's ranking as txt or JSON", response_class=Response)
+    def get_result(job_id: str, fmt: Literal["txt", "json"]) -> Response:
+        from .jobs import read_result
+
+        return Response(read_result(service.get(_job_id(job_id)), fmt), media_type=RESULT_TYPES[fmt])
+
+    @app.get("/health", summary="database, broker and Dask reachable or not")
+    def health() -> JSONResponse:
+        report = service.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return app
+
+
+async def _json_job(request: Request) -> tuple[str, dict[str, Any]]:
+    try:
+        body = await request.json()
+    except ValueError as error:
+        raise ApiError(400, f"request body is not valid JSON ({error})") from None
+    try:
+        job = _JOB_REQUEST.validate_python(body)
+    except ValidationError as error:
+        raise ApiError(422, describe(error.errors())) from None
+    if isinstance(job, IndexJobRequest):
+        return "index", index_parameters(job.sources)
+    return "query", query_parameters(job.image, top_k=job.top_k, add=job.add, matching=job.matching)
+
+
+async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+
+    limit = int(settings.upload_limit_mb * 1_000_000)
+    too_large = f"image upload is larger than the limit of {settings.upload_limit_mb:g} MB (LANDMARK_UPLOAD_LIMIT_MB)"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + 64_000:  # the form's own fields are small
+        raise ApiError(413, too_large)
+    form = await request.form()
+    unknown = sorted(set(form) - {"kind", "image", "top_k", "add", "matching"})
+    if unknown:
+        raise ApiError(422, f"{unknown[0]}: unknown form field; valid fields: kind, image, top_k, add, matching")
+    if form.get("kind", "query") != "query":
+        raise ApiError(422, "kind: an upload is a query image; index jobs take sources as JSON")
+    upload = form.get("image")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(422, "image: a multipart query needs an image file in the 'image' field")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, too_large)
+    name = _safe_name(upload.filename or "upload")
+    try:
+        top_k = int(form.get("top_k", DEFAULT_TOP_K))  # type: ignore[arg-type]
+        add = cfg.coerce(form.get("add", "false"), bool, "add")
+        matching = json.loads(form.get("matching") or "{}")  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ApiError(422, f"form field: {error}") from None
+    if not isinstance(matching, dict):
+        raise ApiError(422, "matching: must be a JSON object of MatchConfig options")
+    await run_in_threadpool(_check_image, data, f"upload {name!r}")
+    location = f"{settings.results_location.rstrip('/')}/uploads/{uuid.uuid4().hex}/{name}"
+    await run_in_threadpool(_store_upload, location, data)
+    return "query", query_parameters(location, top_k=top_k, add=add, matching=matching)
+
+
+def _check_image(data: bytes, name: str) -> None:
+    from .images import decode_image
+
+    try:
+        decode_image(data, name, 64)
+    except ImageError as error:
+        raise ApiError(422, str(error)) from None
+
+
+def _store_upload(location: str, data: bytes) -> None:
+    from .results import put
+
+    put(location, data, "application/octet-stream")
+
+
+def _safe_name(filename: str) -> str:
+    """The upload's base name, reduced to characters safe in a path and an S3 key."""
+    base = re.split(r"[\\/]", filename)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "upload"
+    return cleaned[:100]
+
+
+def _job_id(job_id: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise JobNotFoundError(job_id)
+    return job_id
+
+
+def _job_document(job: Job) -> dict[str, Any]:
+    document = job.to_json()
+    links = {"self": f"/jobs/{job.id}"}
+    if job.kind == "query":
+        links.update({"txt": f"/jobs/{job.id}/result.txt", "json": f"/jobs/{job.id}/result.json"})
+    document["links"] = links
+    return document
+
+
+def describe(errors: list[dict[str, Any]]) -> str:
+    """Pydantic's errors as one line: ``where: what; ...`` (``body`` left out of the place)."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",)) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
