@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from . import __version__
 from . import config as cfg
 from .errors import ConfigError, ImageError, LandmarkError
-from .jobs import RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
+from .jobs import KINDS, RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
 from .jobs import run as run_job
 from .jobs import submit as submit_job
 from .session import DEFAULT_TOP_K, Session, open_store
@@ -129,9 +129,14 @@ class Service:
 
     def close(self) -> None:
         if self._runner is not None:
-            self._runner.shutdown(wait=True, cancel_futures=True)
+            # The runner's session (its Dask client) is closed on the thread that opened it.
+            self._runner.submit(self._close_runner_session)
+            self._runner.shutdown(wait=True)
+
+    def _close_runner_session(self) -> None:
         if self._runner_session is not None:
             self._runner_session.close()
+            self._runner_session = None
         if self._store is not None:
             self._store.close()
 
@@ -353,9 +358,15 @@ def _job_document(job: Job) -> dict[str, Any]:
 
 
 def describe(errors: list[dict[str, Any]]) -> str:
-    """Pydantic's errors as one line: ``where: what; ...`` (``body`` left out of the place)."""
+    """Pydantic's errors as one line: ``field: what; ...`` (the request part and job kind left out)."""
     parts = []
     for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body",)) or "body"
+        loc = list(error.get("loc", ()))
+        while loc and loc[0] in ("body", "path", "query", *KINDS):  # where it came in, which shape
+            loc.pop(0)
+        where = ".".join(map(str, loc))
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            where = "kind"  # the field that picks the request's shape
+        where = where or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "; ".join(parts)

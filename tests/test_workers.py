@@ -216,3 +216,23 @@ def test_transient_s3_failures_are_retried_until_the_server_is_back(
             server.stop()
     assert rows(database_url) == (3, 3)
     assert "cannot list S3 prefix" in log.read_text()
+
+
+def test_a_job_the_broker_cannot_take_fails_with_the_reason(database_url: str, tmp_path: Path) -> None:
+    from conftest import _free_port
+
+    port = _free_port()  # nothing listens there
+    env = worker_env(database_url, f"redis://127.0.0.1:{port}/0", tmp_path)
+    submitted = landmark("submit", "index", str(PHOTOS[0]), env=env)
+    assert submitted.returncode == 2
+    job_id = submitted.stdout.strip()
+    assert submitted.stderr.startswith(f"landmark submit: error: cannot reach the broker at redis://127.0.0.1:{port}/0: ")
+    status = landmark("status", job_id, env=env)
+    assert "status:   failed" in status.stdout and f"error:    cannot reach the broker" in status.stdout
+
+    refused = landmark("submit", "index", str(PHOTOS[0]), "-E", "max_features=10", env=env)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "landmark submit: error: --extractor and --extractor-option cannot travel with a queued job: the workers' "
+        "own settings (LANDMARK_EXTRACTOR, LANDMARK_DELF_MODEL, ...) and the store's extractor decide"
+    )
