@@ -39,12 +39,21 @@ class Candidate:
 
 @contextlib.contextmanager
 def dask_client(settings: Settings) -> Iterator[Any]:
-    """A Dask client: to ``settings.dask_scheduler`` if set, else to a new local cluster."""
+    """A Dask client: to ``settings.dask_scheduler`` if set, else to the Kubernetes DaskCluster
+    (``settings.dask == "kubernetes"``), else to a new local cluster."""
     import dask
     from distributed import Client, LocalCluster
 
     if settings.dask_scheduler:
         with Client(settings.dask_scheduler, timeout="30s") as client:
+            yield client
+        return
+    if settings.dask == "kubernetes":
+        from . import config as cfg
+        from .kube import KubeDaskConfig, kube_cluster
+
+        # The cluster outlives this process (shutdown_on_close=False): the next worker reuses it.
+        with Client(kube_cluster(cfg.resolve(KubeDaskConfig))) as client:
             yield client
         return
     if not logging.getLogger().isEnabledFor(logging.INFO):

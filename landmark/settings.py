@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .config import setting
 from .errors import ConfigError
@@ -32,6 +33,11 @@ class Settings:
     database_url: str = setting(
         "", env="LANDMARK_DATABASE_URL",
         help="PostgreSQL URL (postgresql://user:pass@host/db); empty: an embedded server under HOME",
+    )
+    dask: Literal["local", "kubernetes"] = setting(
+        "local", env="LANDMARK_DASK",
+        help="where query matching runs without DASK_SCHEDULER: local (a LocalCluster) or kubernetes (a "
+        "DaskCluster through the dask-kubernetes operator, LANDMARK_DASK_* settings)",
     )
     dask_scheduler: str = setting(
         "", env="LANDMARK_DASK_SCHEDULER",
