@@ -164,7 +164,6 @@ def test_a_repeated_query_uses_the_partitions_the_workers_hold(database_url: str
         other = lm.query(str(SACRE[8]), add=False)  # a new query on the partitions already held
         assert cold.counts["partitions"] == 3 and cold.counts["partitions_read"] == 3
         assert warm.counts["partitions_read"] == 0 and other.counts["partitions_read"] == 0
-        assert warm.timings_s["match"] < cold.timings_s["match"]
         assert [(m.uri, m.inliers) for m in warm.matches] == [(m.uri, m.inliers) for m in cold.matches]
         # Writing a row changes only its own block's fingerprint: that block alone is read again.
         lm.index([str(SACRE[6])])
