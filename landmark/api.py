@@ -28,8 +28,9 @@ import re
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
@@ -82,6 +83,15 @@ UPLOAD_FORM_SCHEMA = {
 }
 
 
+ERROR_STATUS: dict[type[LandmarkError], int] = {
+    JobNotFoundError: 404,
+    NoResultError: 409,
+    ConfigError: 400,
+    LandmarkError: 503,  # the rest: something the service needs is not there
+}
+"""HTTP status of each error the library raises, most specific first."""
+
+
 class ApiError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -99,20 +109,20 @@ class Service:
         self._runner: ThreadPoolExecutor | None = None
         self._runner_session: Session | None = None
 
-    def jobs(self) -> tuple[Jobs, threading.Lock]:
+    @contextmanager
+    def _jobs(self) -> Iterator[Jobs]:
+        """The jobs table on the shared connection, held for the caller alone."""
         with self._lock:
             if self._store is None or self._store.connection.closed:
                 self._store = open_store(self.settings)
-            return Jobs(self._store), self._lock
+            yield Jobs(self._store)
 
     def get(self, job_id: str) -> Job:
-        jobs, lock = self.jobs()
-        with lock:
+        with self._jobs() as jobs:
             return jobs.get(job_id)
 
     def submit(self, kind: str, parameters: dict[str, Any]) -> Job:
-        jobs, lock = self.jobs()
-        with lock:
+        with self._jobs() as jobs:
             return submit_job(jobs, self.settings, kind, parameters, run_here=self._run_later)
 
     def _run_later(self, job_id: str) -> None:
@@ -132,13 +142,13 @@ class Service:
             # The runner's session (its Dask client) is closed on the thread that opened it.
             self._runner.submit(self._close_runner_session)
             self._runner.shutdown(wait=True)
+        if self._store is not None:
+            self._store.close()
 
     def _close_runner_session(self) -> None:
         if self._runner_session is not None:
             self._runner_session.close()
             self._runner_session = None
-        if self._store is not None:
-            self._store.close()
 
     def health(self) -> dict[str, Any]:
         checks = {"database": self._check_database, "broker": self._check_broker, "dask": self._check_dask}
@@ -152,11 +162,13 @@ class Service:
         return report
 
     def _check_database(self) -> str:
-        jobs, lock = self.jobs()
-        with lock, self._store.connection.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute("SELECT 1")
-            self._store.connection.rollback()  # type: ignore[union-attr]
-        return self._store.location  # type: ignore[union-attr]
+        with self._jobs():
+            store = self._store
+            assert store is not None
+            with store.connection.cursor() as cur:
+                cur.execute("SELECT 1")
+            store.connection.rollback()
+            return store.location
 
     def _check_broker(self) -> str:
         if not self.settings.broker_url:
@@ -207,21 +219,12 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return JSONResponse({"detail": error.detail}, status_code=error.status, headers=headers)
 
-    @app.exception_handler(JobNotFoundError)
-    async def _not_found(_: Request, error: JobNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
+    async def _landmark_error(_: Request, error: Exception) -> JSONResponse:
+        status = next(code for kind, code in ERROR_STATUS.items() if isinstance(error, kind))
+        return JSONResponse({"detail": str(error)}, status_code=status)
 
-    @app.exception_handler(NoResultError)
-    async def _no_result(_: Request, error: NoResultError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=409)
-
-    @app.exception_handler(ConfigError)
-    async def _bad_option(_: Request, error: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=400)
-
-    @app.exception_handler(LandmarkError)
-    async def _unavailable(_: Request, error: LandmarkError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503)
+    for kind in ERROR_STATUS:
+        app.add_exception_handler(kind, _landmark_error)
 
     from fastapi.exceptions import RequestValidationError
 

@@ -23,6 +23,7 @@ from celery import Celery
 from landmark import config as cfg
 from landmark.errors import ConfigError, LandmarkError
 from landmark.settings import Settings
+from landmark.store import redact
 
 if TYPE_CHECKING:
     from landmark.jobs import Job
@@ -92,7 +93,7 @@ def enqueue(settings: Settings, job: Job) -> None:
         app.send_task(JOB_TASKS[job.kind], args=[job.id], retry=True,
                       retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1})
     except Exception as error:  # kombu raises its own and socket errors
-        raise LandmarkError(f"cannot reach the broker at {_redact(settings.broker_url)}: {error}") from error
+        raise LandmarkError(f"cannot reach the broker at {redact(settings.broker_url)}: {error}") from error
     finally:
         app.close()
 
@@ -125,12 +126,6 @@ def worker_argv(
             )
         return [*argv, "--pool=solo"]
     return [*argv, "--pool=prefork", f"--concurrency={concurrency or os.cpu_count() or 1}"]
-
-
-def _redact(url: str) -> str:
-    from landmark.store import redact
-
-    return redact(url)
 
 
 app = create_app()

@@ -92,7 +92,7 @@ def _run(task: Any, job_id: str, step: Callable[[Session, Jobs], Any], give_up: 
             log.warning("job %s: %s; retry %d of %d in %.1f s", job_id, reason, task.request.retries + 1,
                         MAX_RETRIES, delay)
             raise task.retry(exc=error, countdown=delay, max_retries=MAX_RETRIES) from error
-        give_up(Jobs(worker_session(task).store), f"gave up after {MAX_RETRIES + 1} attempts: {reason}")
+        give_up(Jobs(session.store), f"gave up after {MAX_RETRIES + 1} attempts: {reason}")
         return None
     except LandmarkError as error:
         give_up(Jobs(session.store), str(error))
@@ -124,8 +124,7 @@ def extract_batch_task(self: Any, job_id: str, batch: int) -> None:
     """Extract and store one batch of an index job's images."""
 
     def step(session: Session, jobs: Jobs) -> None:
-        claim_worker = _worker_name()
-        job = index_batch(session, jobs, job_id, batch, worker=claim_worker, raise_transient=True,
+        job = index_batch(session, jobs, job_id, batch, worker=_worker_name(), raise_transient=True,
                           max_attempts=MAX_ATTEMPTS)
         if job is not None and job.finished:
             log.info("job %s %s: %d stored or unchanged, %d failed", job_id, job.status, job.done, job.failed)
