@@ -1,14 +1,20 @@
 """Putative matching of one query against a partition of stored images. Pure numpy.
 
-Two rules, one per descriptor family (the presets in :data:`PRESETS`):
+Every stored descriptor takes its nearest query descriptor; a rule decides which of those
+pairs are kept (the presets in :data:`PRESETS` name one per extractor):
 
-- ``distance`` (DELF, as DELF's own matching does): every stored descriptor takes its nearest
-  query descriptor; the pair is kept when their Euclidean distance is at most ``max_distance``.
-- ``ratio`` (RootSIFT): the same nearest neighbour, kept when it is closer than ``ratio`` times
-  the second nearest (Lowe's ratio test).
+- ``distance`` (DELF, as DELF's own matching does): Euclidean distance at most ``max_distance``.
+- ``ratio``: closer than ``ratio`` times the second nearest query descriptor (Lowe's test).
+- ``mutual`` (ALIKED, RootSIFT): the stored descriptor is also the nearest, among its own
+  image's descriptors, to that query descriptor (mutual nearest neighbours), and passes the
+  ratio test. Each query and each stored feature then takes part in at most one match, so a
+  repeated pattern cannot pile up matches on one point; the ratio test drops the ambiguous ones.
+
+Kept pairs are then verified by RANSAC (:mod:`landmark.verification`): an affine map (DELF's),
+or a homography (MAGSAC++), counting the inliers.
 
 Descriptors are unit length (:mod:`landmark.contract`), so distances come from one matrix
-product per partition: ``|a - b|^2 = 2 - 2 a.b``.
+product per block of stored images: ``|a - b|^2 = 2 - 2 a.b``.
 """
 
 from __future__ import annotations
@@ -23,21 +29,31 @@ from . import gemm
 from .config import setting
 from .contract import FeatureBatch, Features
 from .errors import ConfigError
-from .verification import ransac_affine
+from .verification import MIN_SAMPLES, count_inliers
 
 
 @dataclass(frozen=True)
 class MatchConfig:
     """Matching and verification options."""
 
-    rule: Literal["distance", "ratio"] = setting(
-        "distance", help="putative matching rule: distance (DELF) or ratio (Lowe's test, RootSIFT)",
+    rule: Literal["distance", "ratio", "mutual"] = setting(
+        "distance",
+        help="putative matching rule: distance (DELF), ratio (Lowe's test) or mutual (mutual nearest "
+        "neighbours passing the ratio test)",
         shown="the extractor's preset",
     )
     max_distance: float = setting(0.8, help="distance rule: keep a nearest neighbour at most this far")
-    ratio: float = setting(0.8, help="ratio rule: keep a nearest neighbour closer than RATIO x the second")
-    ransac_threshold: float = setting(20.0, help="RANSAC inlier threshold in pixels")
-    ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair")
+    ratio: float = setting(
+        0.8, help="ratio and mutual rules: keep a nearest neighbour closer than RATIO x the second",
+        shown="the extractor's preset",
+    )
+    verification: Literal["affine", "homography"] = setting(
+        "affine", help="RANSAC model: affine (DELF's) or homography (MAGSAC++)", shown="the extractor's preset"
+    )
+    ransac_threshold: float = setting(
+        20.0, help="RANSAC inlier threshold in pixels of the stored image", shown="the extractor's preset"
+    )
+    ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair", shown="the extractor's preset")
     min_inliers: int = setting(5, help="drop images with fewer verified inliers than this")
     seed: int = setting(0, help="RANSAC seed; the same seed gives the same inlier counts")
     precision: Literal["float32", "bfloat16"] = setting(
@@ -59,12 +75,14 @@ class MatchConfig:
 
 
 PRESETS: dict[str, MatchConfig] = {
+    # DELF's own matching and verification, which a user with the DELF model gets as it is.
     "delf": MatchConfig(rule="distance", max_distance=0.8),
-    "rootsift": MatchConfig(rule="ratio", ratio=0.8),
+    # Mutual nearest neighbours with a ratio test, and a tighter affine threshold than DELF's 20 px.
+    "rootsift": MatchConfig(rule="mutual", ratio=0.9, ransac_threshold=12.0),
+    "aliked": MatchConfig(rule="mutual", ratio=0.9, ransac_threshold=12.0),
 }
-"""Named matching presets; each extractor names the one its descriptors need."""
-
-AFFINE_MIN_SAMPLES = 3
+"""Named matching presets; each extractor names the one its descriptors need. The measurements
+behind the choices (and against the homography) are in the README's quality table."""
 
 
 def putative_matches(
@@ -74,54 +92,77 @@ def putative_matches(
 
     ``query_descriptors`` ``[Nq x D]`` and ``stored_descriptors`` ``[M x D]`` are unit-length rows.
     """
-    nearest, best, second = _nearest_query(
+    stored_descriptors = np.asarray(stored_descriptors)
+    nearest, keep = _nearest_kept(
         gemm.as_precision(query_descriptors, config.precision),
         gemm.as_precision(stored_descriptors, config.precision),
-        config.rule == "ratio",
-        config.precision,
+        np.array([0, len(stored_descriptors)], np.int64),
+        config,
     )
-    keep = _keep(best, second, config)
     stored_idx = np.flatnonzero(keep)
     return nearest[stored_idx], stored_idx
 
 
 STORED_ROWS_PER_PRODUCT = 1024
-"""Stored descriptors per matrix product: a ``[1024 x Nq]`` float32 block (4 MB at Nq = 1000)
-keeps memory flat however large the partition; measured 5-10% faster than 256 or 4096 rows,
-as the passes for the nearest neighbours then read the block from cache."""
+"""Stored descriptors per matrix product (whole images, so at least one image): a ``[1024 x Nq]``
+float32 block (4 MB at Nq = 1000) keeps memory flat however large the partition; measured 5-10%
+faster than 256 or 4096 rows, as the passes for the nearest neighbours then read it from cache."""
 
 
-def _nearest_query(
-    query: np.ndarray, stored: np.ndarray, need_second: bool, precision: str = "float32"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """For each stored row: index of the nearest query row, squared distance, and (optionally)
-    squared distance of the second nearest. Shapes ``[M]``. Both inputs are in ``precision``'s
-    layout (:func:`landmark.gemm.as_precision`)."""
+def _blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive image ranges ``(first, end)`` of about :data:`STORED_ROWS_PER_PRODUCT` rows each."""
+    blocks, first = [], 0
+    images = len(offsets) - 1
+    while first < images:
+        end = int(np.searchsorted(offsets, offsets[first] + STORED_ROWS_PER_PRODUCT, side="right")) - 1
+        end = min(max(end, first + 1), images)
+        blocks.append((first, end))
+        first = end
+    return blocks
+
+
+def _nearest_kept(
+    query: np.ndarray, stored: np.ndarray, offsets: np.ndarray, config: MatchConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each stored row: the index of its nearest query row, and whether the rule keeps the pair.
+    Shapes ``[M]``. Image ``b`` owns stored rows ``offsets[b]:offsets[b + 1]`` (the mutual check
+    looks within one image); both inputs are in ``config.precision``'s layout."""
     m, nq = stored.shape[0], query.shape[0]
     nearest = np.zeros(m, np.int64)
-    best = np.full(m, np.inf, np.float32)
-    second = np.full(m, np.inf, np.float32) if need_second else None
-    if nq == 0:
-        return nearest, best, second
-    for lo in range(0, m, STORED_ROWS_PER_PRODUCT):
-        hi = min(lo + STORED_ROWS_PER_PRODUCT, m)
-        similarity = gemm.similarity(stored[lo:hi], query, precision)  # [rows x Nq] float32
+    keep = np.zeros(m, bool)
+    if nq == 0 or m == 0:
+        return nearest, keep
+    limit = np.float32(config.max_distance) ** 2 if config.rule == "distance" else None
+    ratio2 = np.float32(config.ratio) ** 2
+    for first, end in _blocks(offsets):
+        lo, hi = int(offsets[first]), int(offsets[end])
+        if hi == lo:
+            continue
+        similarity = gemm.similarity(stored[lo:hi], query, config.precision)  # [rows x Nq] float32
         rows = np.arange(hi - lo)
         index = similarity.argmax(axis=1)
         nearest[lo:hi] = index
-        best[lo:hi] = np.maximum(2.0 - 2.0 * similarity[rows, index], 0.0)
-        if second is not None and nq >= 2:
+        top = similarity[rows, index]
+        best = np.maximum(2.0 - 2.0 * top, 0.0)
+        if limit is not None:
+            keep[lo:hi] = best <= limit
+            continue
+        if config.rule == "mutual":
+            # Each row against the best row of its own image in its nearest query's column (ties
+            # count as mutual). One max per image: np.maximum.reduceat along rows is 40x slower.
+            mutual = np.empty(hi - lo, bool)
+            for b in range(first, end):
+                start, stop = int(offsets[b]) - lo, int(offsets[b + 1]) - lo
+                if stop > start:
+                    column_best = similarity[start:stop].max(axis=0)  # [Nq]
+                    mutual[start:stop] = top[start:stop] >= column_best[index[start:stop]]
+        passes = np.ones(len(best), bool)  # one query descriptor: no second to compare with
+        if nq >= 2:
             similarity[rows, index] = -np.inf
-            second[lo:hi] = np.maximum(2.0 - 2.0 * similarity.max(axis=1), 0.0)
-    return nearest, best, second
-
-
-def _keep(best: np.ndarray, second: np.ndarray | None, config: MatchConfig) -> np.ndarray:
-    if config.rule == "distance":
-        return best <= np.float32(config.max_distance) ** 2
-    assert second is not None
-    # Compare squared distances: d1 < r * d2  <=>  d1^2 < r^2 * d2^2.
-    return best < np.float32(config.ratio) ** 2 * second
+            second = np.maximum(2.0 - 2.0 * similarity.max(axis=1), 0.0)
+            passes = best < ratio2 * second  # d1 < r * d2  <=>  d1^2 < r^2 * d2^2
+        keep[lo:hi] = passes & mutual if config.rule == "mutual" else passes
+    return nearest, keep
 
 
 def match_partition(query: Features, stored: Sequence[Features], config: MatchConfig) -> np.ndarray:
@@ -135,32 +176,24 @@ def match_batch(query: Features, batch: FeatureBatch, config: MatchConfig) -> np
     Returns int64 ``[B x 2]``: ``(inliers, putative matches)`` for each of the ``B`` stored images,
     in order. Nearest neighbours come from blocked matrix products over the whole batch; RANSAC
     then runs per pair, and only where enough putative matches exist to reach both
-    ``min_inliers`` and the 3 samples of an affine model (otherwise inliers are 0).
+    ``min_inliers`` and the model's minimal sample (otherwise inliers are 0).
     """
     result = np.zeros((len(batch), 2), dtype=np.int64)
     if len(batch) == 0 or query.num_features == 0 or batch.offsets[-1] == 0:
         return result
-    nearest, best, second = _nearest_query(
+    nearest, keep = _nearest_kept(
         gemm.as_precision(query.descriptors, config.precision),
         batch.descriptors_as(config.precision),
-        config.rule == "ratio",
-        config.precision,
+        batch.offsets,
+        config,
     )
-    keep = _keep(best, second, config)
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     putatives = kept_before[batch.offsets[1:]] - kept_before[batch.offsets[:-1]]
     result[:, 1] = putatives
-    needed = max(AFFINE_MIN_SAMPLES, config.min_inliers)
+    needed = max(MIN_SAMPLES[config.verification], config.min_inliers)
     for b in np.flatnonzero(putatives >= needed):
         lo, hi = batch.offsets[b], batch.offsets[b + 1]
         stored_idx = lo + np.flatnonzero(keep[lo:hi])
         # Query -> stored, the direction of DELF's own verification (residuals in stored pixels).
-        inliers = ransac_affine(
-            query.locations[nearest[stored_idx]],
-            batch.locations[stored_idx],
-            threshold=config.ransac_threshold,
-            trials=config.ransac_trials,
-            seed=config.seed,
-        )
-        result[b, 0] = int(np.count_nonzero(inliers))
+        result[b, 0] = count_inliers(query.locations[nearest[stored_idx]], batch.locations[stored_idx], config)
     return result

@@ -28,7 +28,9 @@ def reference_putatives(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(query_idx [K], stored_idx [K])``, like :func:`landmark.matching.putative_matches`: each stored
     descriptor ``[M x D]`` takes its nearest query descriptor ``[Nq x D]`` (Euclidean, float64), kept by
-    the config's rule (``distance``: closer than ``max_distance``; ``ratio``: Lowe's test)."""
+    the config's rule (``distance``: closer than ``max_distance``; ``ratio``: Lowe's test; ``mutual``:
+    Lowe's test, and the stored descriptor is the nearest of the stored ones to that query
+    descriptor, found with a second tree)."""
     from scipy.spatial import cKDTree
 
     empty = np.zeros(0, dtype=np.int64)
@@ -43,6 +45,9 @@ def reference_putatives(
         # With a single query descriptor the second distance is inf and every match passes.
         keep = distances[:, 0] < config.ratio * distances[:, 1]
         nearest = nearest[:, 0]
+        if config.rule == "mutual":
+            _, back = cKDTree(stored_descriptors).query(query_descriptors, k=1)
+            keep &= back[np.minimum(nearest, len(query_descriptors) - 1)] == np.arange(len(stored_descriptors))
     stored_idx = np.flatnonzero(keep)
     return nearest[stored_idx].astype(np.int64), stored_idx
 

@@ -101,7 +101,7 @@ NON_MATCHES = [
 ]
 PAIRS = CLEAR_MATCHES + WEAK_MATCHES + NON_MATCHES
 
-RATIO = dataclasses.replace(PRESETS["rootsift"], min_inliers=0)
+RATIO = MatchConfig(rule="ratio", ratio=0.8, min_inliers=0)  # RootSIFT as DELF's pipeline matches it
 DISTANCE = dataclasses.replace(PRESETS["delf"], max_distance=0.5, min_inliers=0)
 
 

@@ -62,13 +62,15 @@ def test_validate_runs_after_resolution() -> None:
     assert str(error.value) == "partition_size: must be at least 1, got 0"
     with pytest.raises(ConfigError) as error:
         cfg.resolve(MatchConfig, {"rule": "nearest"}, environ={})
-    assert str(error.value) == "rule: 'nearest' is not one of distance, ratio"
+    assert str(error.value) == "rule: 'nearest' is not one of distance, ratio, mutual"
 
 
 def test_presets_supply_defaults_that_arguments_override() -> None:
-    config = cfg.resolve(MatchConfig, {"min_inliers": 12}, environ={}, base=PRESETS["rootsift"])
-    assert config.rule == "ratio" and config.min_inliers == 12
+    config = cfg.resolve(MatchConfig, {"min_inliers": 12}, environ={}, base=PRESETS["aliked"])
+    assert config.rule == "mutual" and config.verification == "affine" and config.min_inliers == 12
+    # DELF keeps DELF's own rule and verification.
     assert PRESETS["delf"].rule == "distance" and PRESETS["delf"].max_distance == 0.8
+    assert PRESETS["delf"].verification == "affine"
     assert (PRESETS["delf"].ransac_threshold, PRESETS["delf"].ransac_trials) == (20.0, 1000)
 
 

@@ -10,7 +10,14 @@ import pytest
 from landmark.contract import Features
 from landmark.matching import PRESETS, MatchConfig, match_partition, putative_matches
 from landmark.reference import reference_inliers, reference_putatives
-from landmark.verification import ransac_affine
+from landmark.verification import count_inliers
+
+RULES = {
+    "delf": PRESETS["delf"],
+    "ratio": MatchConfig(rule="ratio", ratio=0.8),
+    "mutual": PRESETS["aliked"],
+}
+"""One config per matching rule: DELF's distance rule, Lowe's ratio test, mutual nearest neighbours."""
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -36,6 +43,13 @@ def boundary_gap(query: np.ndarray, stored: np.ndarray, config: MatchConfig) -> 
     d.sort(axis=1)
     if config.rule == "distance":
         return np.abs(d[:, 0] - config.max_distance)
+    if config.rule == "mutual":
+        # A mutual match may also flip where a query row has two near-equidistant stored rows.
+        e = np.sort(d, axis=0)
+        column_gap = np.abs(e[0] - e[1]) if len(e) > 1 else np.full(d.shape[1], np.inf)
+        row_gap = np.abs(d[:, 0] - config.ratio * (d[:, 1] if d.shape[1] > 1 else np.inf))
+        nearest = np.argsort(np.sqrt(((stored[:, None, :].astype(np.float64) - query[None]) ** 2).sum(-1)), axis=1)[:, 0]
+        return np.minimum(row_gap, column_gap[nearest])
     second = d[:, 1] if d.shape[1] > 1 else np.full(len(d), np.inf)
     return np.abs(d[:, 0] - config.ratio * second)
 
@@ -52,25 +66,34 @@ def assert_same_matches(query, stored, config, tie_tolerance):
     return differ.size
 
 
-@pytest.mark.parametrize("preset, dim", [("delf", 40), ("rootsift", 128), ("rootsift", 40)])
+@pytest.mark.parametrize("rule, dim", [("delf", 40), ("ratio", 128), ("ratio", 40), ("mutual", 128), ("mutual", 40)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_putatives_agree_with_kd_tree_in_float64(preset, dim, seed):
+def test_putatives_agree_with_kd_tree_in_float64(rule, dim, seed):
     query, stored = descriptor_sets(300, 400, dim, seed)
     # float64 leaves room for exact ties only; none occur in continuous random data.
-    assert assert_same_matches(query, stored, PRESETS[preset], tie_tolerance=1e-9) == 0
+    assert assert_same_matches(query, stored, RULES[rule], tie_tolerance=1e-9) == 0
 
 
-@pytest.mark.parametrize("preset, dim", [("delf", 40), ("rootsift", 128)])
-def test_putatives_agree_with_kd_tree_in_float32(preset, dim):
+@pytest.mark.parametrize("rule, dim", [("delf", 40), ("ratio", 128), ("mutual", 128)])
+def test_putatives_agree_with_kd_tree_in_float32(rule, dim):
     # Production descriptors are float32: |a - b|^2 = 2 - 2 a.b rounds to ~1e-7, so rows within
     # ~1e-5 of the boundary may fall either way; nothing else may differ.
     query, stored = descriptor_sets(500, 800, dim, seed=7, dtype=np.float32)
-    assert assert_same_matches(query, stored, PRESETS[preset], tie_tolerance=1e-5) <= 2
+    assert assert_same_matches(query, stored, RULES[rule], tie_tolerance=1e-5) <= 2
+
+
+def test_mutual_matches_are_one_to_one_and_a_subset_of_the_ratio_rule():
+    query, stored = descriptor_sets(300, 400, 64, seed=4)
+    q_mutual, s_mutual = putative_matches(query, stored, RULES["mutual"])
+    q_ratio, s_ratio = putative_matches(query, stored, MatchConfig(rule="ratio", ratio=RULES["mutual"].ratio))
+    assert len(np.unique(q_mutual)) == len(q_mutual) > 20  # no query feature matched twice
+    assert set(s_mutual) < set(s_ratio)
+    np.testing.assert_array_equal(q_ratio[np.isin(s_ratio, s_mutual)], q_mutual)
 
 
 def test_ratio_rule_with_one_query_descriptor_keeps_every_match():
     query, stored = descriptor_sets(1, 5, 16, seed=0)
-    config = PRESETS["rootsift"]
+    config = RULES["ratio"]
     q, s = putative_matches(query, stored, config)
     np.testing.assert_array_equal(s, np.arange(5))
     np.testing.assert_array_equal(q, np.zeros(5))
@@ -101,10 +124,10 @@ def image_pair(seed: int) -> tuple[Features, Features]:
     return query, view(query, seed + 1, shared=140, consistent=110)
 
 
-@pytest.mark.parametrize("preset", ["delf", "rootsift"])
+@pytest.mark.parametrize("rule", ["delf", "ratio", "mutual"])
 @pytest.mark.parametrize("min_inliers", [0, 8, 60])
-def test_partition_equals_pairs(preset, min_inliers):
-    config = dataclasses.replace(PRESETS[preset], min_inliers=min_inliers, ransac_trials=300, seed=3)
+def test_partition_equals_pairs(rule, min_inliers):
+    config = dataclasses.replace(RULES[rule], min_inliers=min_inliers, ransac_trials=300, seed=3)
     query, matching = image_pair(0)
     stored = [
         matching,  # 140 putatives, 110 geometric inliers
@@ -120,21 +143,19 @@ def test_partition_equals_pairs(preset, min_inliers):
         q_idx, s_idx = putative_matches(query.descriptors, features.descriptors, config)
         assert result[b, 1] == s_idx.size
         expected = 0
-        if s_idx.size >= max(3, min_inliers):
-            expected = ransac_affine(
-                query.locations[q_idx], features.locations[s_idx],
-                threshold=config.ransac_threshold, trials=config.ransac_trials, seed=config.seed,
-            ).sum()
+        if s_idx.size >= max(4 if config.verification == "homography" else 3, min_inliers):
+            expected = count_inliers(query.locations[q_idx], features.locations[s_idx], config)
         assert result[b, 0] == expected
-    assert result[0].tolist() == [110, 140] and result[1].tolist() == [0, 0]
-    assert result[2, 1] == 40 and result[4, 1] == 10 and result[4, 0] <= 5
+    # The planted matches, give or take a chance match that passes a looser ratio (mutual: 0.9).
+    assert result[0, 0] == 110 and 140 <= result[0, 1] <= 142 and result[1].tolist() == [0, 0]
+    assert 40 <= result[2, 1] <= 45 and 10 <= result[4, 1] <= 15 and result[4, 0] <= 5
     # Partitions in any order give the same per-image rows.
     order = [4, 2, 0, 3, 1]
     np.testing.assert_array_equal(match_partition(query, [stored[i] for i in order], config), result[order])
 
 
 def test_partition_agrees_with_reference_on_a_clear_match():
-    config = dataclasses.replace(PRESETS["rootsift"], min_inliers=0, ransac_trials=300)
+    config = dataclasses.replace(RULES["ratio"], min_inliers=0, ransac_trials=300)
     query, stored = image_pair(5)
     fast = match_partition(query, [stored], config)[0]
     inliers, putatives = reference_inliers(query, stored, config, rng=0)
@@ -143,15 +164,15 @@ def test_partition_agrees_with_reference_on_a_clear_match():
 
 
 def test_empty_inputs():
-    config = PRESETS["rootsift"]
+    config = RULES["ratio"]
     query = random_features(50, 0)
     assert match_partition(query, [], config).shape == (0, 2)
     np.testing.assert_array_equal(match_partition(query, [random_features(0, 1)] * 3, config), np.zeros((3, 2)))
     np.testing.assert_array_equal(match_partition(random_features(0, 2), [query, query], config), np.zeros((2, 2)))
-    for rule in ("delf", "rootsift"):
-        q, s = putative_matches(np.zeros((0, 64)), query.descriptors, PRESETS[rule])
+    for rule in RULES:
+        q, s = putative_matches(np.zeros((0, 64)), query.descriptors, RULES[rule])
         assert q.size == s.size == 0
-        q, s = putative_matches(query.descriptors, np.zeros((0, 64)), PRESETS[rule])
+        q, s = putative_matches(query.descriptors, np.zeros((0, 64)), RULES[rule])
         assert q.size == s.size == 0
     assert reference_inliers(random_features(0, 2), query, config) == (0, 0)
     assert reference_inliers(query, random_features(0, 2), config) == (0, 0)
