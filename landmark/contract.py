@@ -14,25 +14,29 @@ descriptors laid end to end, with ``offsets`` marking where each image's rows st
 
 The ``landmarks`` table (one row per image; see :mod:`landmark.store`):
 
-=================  ===============  ==========================================================
-column             type             meaning
-=================  ===============  ==========================================================
-id                 bigint           surrogate key, used to split the table into partitions
-uri                text unique      normalised URI of the image (its identity in the store)
-extractor          text             name of the extractor that produced the row
-width, height      integer          ``image_size``
-num_features       integer          N
-descriptor_dim     integer          D
-locations          bytea            ``[N x 2]`` uint16 little-endian, quarter pixels (x4)
-descriptors        bytea            ``[N x D]`` float16 little-endian
-content_sha256     text             SHA-256 of the image bytes (unchanged bytes are not redone)
-added_at           timestamptz      when the row was written
-=================  ===============  ==========================================================
+===================  ===============  ==========================================================
+column               type             meaning
+===================  ===============  ==========================================================
+id                   bigint           surrogate key, used to split the table into partitions
+uri                  text unique      normalised URI of the image (its identity in the store)
+extractor            text             name of the extractor that produced the row
+width, height        integer          ``image_size``
+num_features         integer          N
+descriptor_dim       integer          D
+locations            bytea            ``[N x 2]`` uint16 little-endian, quarter pixels (x4)
+descriptors          bytea            ``[N x D]`` in ``descriptor_encoding``
+descriptor_encoding  text             ``float16`` (little-endian) or ``int8`` (``round(127 x value)``)
+content_sha256       text             SHA-256 of the image bytes (unchanged bytes are not redone)
+added_at             timestamptz      when the row was written
+===================  ===============  ==========================================================
 
 Why these encodings: float16 keeps ~3 significant digits of a unit-length descriptor
 (dot products move by < 1e-3) and quarter-pixel locations move a point by at most 0.18 px
-against a 20 px RANSAC threshold, so rankings do not change; together they take exactly
-half the bytes of float32 storage.
+against a 6-20 px RANSAC threshold, so rankings do not change; together they take exactly
+half the bytes of float32 storage. ``int8`` halves the descriptors again for extractors with
+many long descriptors (ALIKED: 1024 x 128 is 128 kB instead of 256 kB): each component of a
+unit vector is stored in steps of 1/127, which moves a dot product by ~2e-3 (decoded rows are
+re-normalised); the extractor declares which encoding it needs (``descriptor_encoding``).
 """
 
 from __future__ import annotations
@@ -153,11 +157,25 @@ def decode_locations(data: bytes) -> np.ndarray:
     return (np.frombuffer(data, dtype="<u2").astype(np.float32) / LOCATION_QUANTUM).reshape(-1, 2)
 
 
-def encode_descriptors(descriptors: np.ndarray) -> bytes:
-    """``[N x D]`` float32 -> bytes of little-endian float16."""
+DESCRIPTOR_ENCODINGS = ("float16", "int8")
+INT8_STEPS = 127.0
+"""``int8`` stores ``round(127 x component)``: a unit vector's components lie in [-1, 1]."""
+
+
+def encode_descriptors(descriptors: np.ndarray, encoding: str = "float16") -> bytes:
+    """``[N x D]`` float32 unit rows -> bytes in ``encoding`` (little-endian float16, or int8)."""
+    if encoding == "int8":
+        steps = np.rint(np.asarray(descriptors, dtype=np.float32) * np.float32(INT8_STEPS))
+        return np.clip(steps, -INT8_STEPS, INT8_STEPS).astype(np.int8).tobytes()
+    if encoding != "float16":
+        raise ValueError(f"unknown descriptor encoding {encoding!r}; known: {', '.join(DESCRIPTOR_ENCODINGS)}")
     return np.asarray(descriptors, dtype="<f2").tobytes()
 
 
-def decode_descriptors(data: bytes, dim: int) -> np.ndarray:
-    """Inverse of :func:`encode_descriptors`: float32 ``[N x D]``."""
+def decode_descriptors(data: bytes, dim: int, encoding: str = "float16") -> np.ndarray:
+    """Inverse of :func:`encode_descriptors`: float32 ``[N x D]`` (``int8`` rows re-normalised)."""
+    if encoding == "int8":
+        return l2_normalise(np.frombuffer(data, dtype=np.int8).reshape(-1, dim))
+    if encoding != "float16":
+        raise ValueError(f"unknown descriptor encoding {encoding!r}; known: {', '.join(DESCRIPTOR_ENCODINGS)}")
     return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(-1, dim)

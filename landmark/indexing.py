@@ -127,7 +127,7 @@ def _index_chunk(
         if isinstance(outcome, LandmarkError):
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
-            rows.append(Row(uri, extractor.name, outcome, hashes[uri]))
+            rows.append(Row(uri, extractor.name, outcome, hashes[uri], extractor.descriptor_encoding))
     store.upsert(rows)
     report.stored = len(rows)
     return report

@@ -177,7 +177,9 @@ class Session:
         result.timings_s = {"read_query": read_seconds, "extract_query": extract_seconds, **result.timings_s}
         if add:
             clock = time.perf_counter()
-            self.store.upsert([Row(uri, self.extractor.name, features, sha256(data))])
+            self.store.upsert(
+                [Row(uri, self.extractor.name, features, sha256(data), self.extractor.descriptor_encoding)]
+            )
             result.timings_s["store_query"] = time.perf_counter() - clock
             result.added_to_store = True
         result.timings_s["total"] = time.perf_counter() - start

@@ -87,6 +87,24 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, batch)
     );
     """,
+    # 6: descriptors stored as float16 or int8 (see landmark.contract); the length check follows
+    """
+    ALTER TABLE landmarks ADD COLUMN IF NOT EXISTS descriptor_encoding text NOT NULL DEFAULT 'float16'
+        CHECK (descriptor_encoding IN ('float16', 'int8'));
+    DO $$
+    DECLARE name text;
+    BEGIN
+        FOR name IN SELECT conname FROM pg_constraint
+                    WHERE conrelid = 'landmarks'::regclass AND contype = 'c'
+                      AND pg_get_constraintdef(oid) LIKE '%length(descriptors)%'
+        LOOP
+            EXECUTE format('ALTER TABLE landmarks DROP CONSTRAINT %I', name);
+        END LOOP;
+    END $$;
+    ALTER TABLE landmarks ADD CONSTRAINT landmarks_descriptor_bytes CHECK (
+        length(descriptors) = CASE descriptor_encoding WHEN 'int8' THEN 1 ELSE 2 END * num_features * descriptor_dim
+    );
+    """,
 )
 
 
@@ -110,6 +128,7 @@ class Row:
     extractor: str
     features: Features
     content_sha256: str
+    descriptor_encoding: str = "float16"
 
 
 @dataclass(frozen=True)
@@ -240,7 +259,7 @@ class Store:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS landmark_incoming (uri text, extractor text, width integer, "
                 "height integer, num_features integer, descriptor_dim integer, locations bytea, "
-                "descriptors bytea, content_sha256 text) ON COMMIT DELETE ROWS"
+                "descriptors bytea, descriptor_encoding text, content_sha256 text) ON COMMIT DELETE ROWS"
             )
             cur.copy_expert(
                 f"COPY landmark_incoming ({INCOMING_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
@@ -254,7 +273,7 @@ class Store:
                     extractor = excluded.extractor, width = excluded.width, height = excluded.height,
                     num_features = excluded.num_features, descriptor_dim = excluded.descriptor_dim,
                     locations = excluded.locations, descriptors = excluded.descriptors,
-                    content_sha256 = excluded.content_sha256, added_at = now(),
+                    descriptor_encoding = excluded.descriptor_encoding, content_sha256 = excluded.content_sha256, added_at = now(),
                     revision = nextval('landmark_revision')
                 WHERE (landmarks.content_sha256, landmarks.extractor)
                       IS DISTINCT FROM (excluded.content_sha256, excluded.extractor)
@@ -303,7 +322,8 @@ class Store:
         """The stored features of ``uri``, or ``None``."""
         with self._conn, self._conn.cursor() as cur:
             cur.execute(
-                "SELECT width, height, descriptor_dim, locations, descriptors FROM landmarks WHERE uri = %s",
+                "SELECT width, height, descriptor_dim, locations, descriptors, descriptor_encoding "
+                "FROM landmarks WHERE uri = %s",
                 (uri,),
             )
             row = cur.fetchone()
@@ -314,7 +334,7 @@ def read_partition(conn: Any, partition: Partition, exclude_uri: str | None) -> 
     """URIs and features of the rows in ``partition``, in id order, less ``exclude_uri``."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT uri, width, height, descriptor_dim, locations, descriptors FROM landmarks "
+            "SELECT uri, width, height, descriptor_dim, locations, descriptors, descriptor_encoding FROM landmarks "
             "WHERE id >= %s AND id < %s AND uri IS DISTINCT FROM %s ORDER BY id",
             (partition.lo, partition.hi, exclude_uri),
         )
@@ -328,12 +348,15 @@ def read_batch(conn: Any, partition: Partition) -> tuple[list[str], FeatureBatch
     return uris, FeatureBatch.of(features)
 
 
-def _features(width: int, height: int, dim: int, locations: Any, descriptors: Any) -> Features:
-    return Features(decode_locations(bytes(locations)), decode_descriptors(bytes(descriptors), dim), (width, height))
+def _features(width: int, height: int, dim: int, locations: Any, descriptors: Any, encoding: str) -> Features:
+    return Features(
+        decode_locations(bytes(locations)), decode_descriptors(bytes(descriptors), dim, encoding), (width, height)
+    )
 
 
 INCOMING_COLUMNS = (
-    "uri, extractor, width, height, num_features, descriptor_dim, locations, descriptors, content_sha256"
+    "uri, extractor, width, height, num_features, descriptor_dim, locations, descriptors, descriptor_encoding, "
+    "content_sha256"
 )
 
 
@@ -349,7 +372,8 @@ def copy_binary(rows: Sequence[Row]) -> bytes:
         f = row.features
         fields = (
             row.uri.encode(), row.extractor.encode(), f.image_size[0], f.image_size[1], f.num_features,
-            f.descriptor_dim, encode_locations(f.locations), encode_descriptors(f.descriptors),
+            f.descriptor_dim, encode_locations(f.locations),
+            encode_descriptors(f.descriptors, row.descriptor_encoding), row.descriptor_encoding.encode(),
             row.content_sha256.encode(),
         )
         out.write(struct.pack("!h", len(fields)))

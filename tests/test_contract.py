@@ -54,6 +54,24 @@ def test_descriptors_round_trip_as_float16() -> None:
     assert np.abs(decoded @ decoded.T - descriptors @ descriptors.T).max() < 2e-3
 
 
+def test_descriptors_round_trip_as_int8_in_half_the_bytes() -> None:
+    rng = np.random.default_rng(2)
+    descriptors = l2_normalise(rng.normal(size=(300, 128)))
+    data = encode_descriptors(descriptors, "int8")
+    assert len(data) == 300 * 128
+    decoded = decode_descriptors(data, 128, "int8")
+    assert decoded.dtype == np.float32 and decoded.shape == (300, 128)
+    np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, atol=1e-6)
+    assert np.abs(decoded - descriptors).max() < 1 / 127  # half a step, and the re-normalising
+    moved = np.abs(decoded @ decoded.T - descriptors @ descriptors.T)
+    assert moved.mean() < 3e-3 and moved.max() < 0.02
+    # The extremes of a unit vector's components fit: nothing is clipped.
+    corners = np.array([[1.0] + [0.0] * 127, [-1.0] + [0.0] * 127], np.float32)
+    np.testing.assert_array_equal(decode_descriptors(encode_descriptors(corners, "int8"), 128, "int8"), corners)
+    with pytest.raises(ValueError, match="unknown descriptor encoding 'int4'"):
+        encode_descriptors(descriptors, "int4")
+
+
 def test_l2_normalise_makes_unit_rows_and_keeps_zero_rows() -> None:
     out = l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)

@@ -73,6 +73,17 @@ def test_rows_round_trip_compactly(database_url: str) -> None:
     assert stats["feature_bytes"] == 50 * (2 * 2 + 40 * 2)
 
 
+def test_int8_rows_take_one_byte_per_descriptor_value(database_url: str) -> None:
+    original = features(2, n=30)
+    with Store(database_url) as store:
+        store.upsert([Row("s3://b/a.jpg", "aliked", original, "h1", "int8"), Row("s3://b/b.jpg", "aliked", original, "h2")])
+        int8, float16 = store.fetch("s3://b/a.jpg"), store.fetch("s3://b/b.jpg")
+        stats = store.stats()
+    assert np.abs(int8.descriptors - original.descriptors).max() < 1 / 127
+    assert np.abs(float16.descriptors - original.descriptors).max() < 1e-3
+    assert stats["feature_bytes"] == 30 * (2 * 2 + 40 * 1) + 30 * (2 * 2 + 40 * 2)
+
+
 def test_upsert_replaces_changed_rows_and_leaves_unchanged_ones(database_url: str) -> None:
     with Store(database_url) as store:
         store.upsert([Row(f"s3://b/{i}.jpg", "delf", features(i), f"h{i}") for i in range(3)])

@@ -16,6 +16,8 @@ class Extractor(Protocol):
     """Registry name; stored with every row the extractor produces."""
     matching_preset: ClassVar[str]
     """Name of the matching preset (see :data:`landmark.matching.PRESETS`) its descriptors need."""
+    descriptor_encoding: ClassVar[str]
+    """How the store keeps its descriptors: ``float16`` or ``int8`` (see :mod:`landmark.contract`)."""
     config: Any
     """The extractor's frozen config dataclass."""
 

@@ -74,6 +74,7 @@ class DelfConfig:
 class DelfExtractor:
     name: ClassVar[str] = "delf"
     matching_preset: ClassVar[str] = "delf"
+    descriptor_encoding: ClassVar[str] = "float16"
 
     def __init__(self, config: DelfConfig) -> None:
         self.config = config

@@ -35,6 +35,7 @@ class RootSiftConfig:
 class RootSiftExtractor:
     name: ClassVar[str] = "rootsift"
     matching_preset: ClassVar[str] = "rootsift"
+    descriptor_encoding: ClassVar[str] = "float16"
 
     def __init__(self, config: RootSiftConfig) -> None:
         self.config = config
