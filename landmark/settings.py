@@ -55,7 +55,8 @@ class Settings:
     )
     extractor: str = setting(
         "auto", env="LANDMARK_EXTRACTOR",
-        help="feature extractor: auto, delf or rootsift (auto: the store's, else DELF if it loads, else RootSIFT)",
+        help="feature extractor: auto, aliked, delf or rootsift (auto: the store's, else DELF if its model "
+        "loads, else ALIKED, else RootSIFT)",
     )
     broker_url: str = setting(
         "", env="LANDMARK_BROKER_URL",

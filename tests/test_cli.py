@@ -71,7 +71,7 @@ def test_errors_exit_non_zero_with_the_reason(tmp_path: Path) -> None:
     home = tmp_path / "home"
     bad = run("index", str(PHOTOS[0]), "--extractor", "sift", home=home, cwd=tmp_path)
     assert bad.returncode == 2
-    assert bad.stderr.strip().endswith("landmark index: error: unknown extractor 'sift'; valid names: auto, delf, rootsift")
+    assert bad.stderr.strip().endswith("landmark index: error: unknown extractor 'sift'; valid names: auto, aliked, delf, rootsift")
     missing = run("query", str(tmp_path / "nope.jpg"), "--extractor", "rootsift", home=home, cwd=tmp_path)
     assert missing.returncode == 2
     assert f"landmark query: error: {(tmp_path / 'nope.jpg').as_uri()}: no such file" in missing.stderr

@@ -152,12 +152,12 @@ def test_unreachable_url_says_why_and_how_to_fix(tmp_path, monkeypatch):
     assert str(caught.value) == f"cannot load the DELF model from '{handle}': {reason}{ADVICE}"
 
 
-def test_auto_falls_back_to_rootsift_when_delf_cannot_load():
+def test_auto_falls_back_to_aliked_when_delf_cannot_load():
     said: list[str] = []
     chosen = create("auto", {"model": "/nonexistent"}, environ={}, announce=said.append)
-    assert chosen.name == "rootsift"
+    assert chosen.name == "aliked"
     assert said == [
-        "extractor auto: chose rootsift (DELF unavailable: cannot load the DELF model from "
+        "extractor auto: chose aliked (delf unavailable: cannot load the DELF model from "
         f"'/nonexistent': no such directory{ADVICE})"
     ]
 

@@ -18,13 +18,13 @@ def photo(name: str = "sacre_coeur/03903474_1471484089.jpg", max_side: int = 102
 
 
 def test_names_include_auto_and_every_plugin() -> None:
-    assert extractor_names() == ["auto", "delf", "rootsift"]
+    assert extractor_names() == ["auto", "aliked", "delf", "rootsift"]
 
 
 def test_unknown_name_lists_the_valid_names() -> None:
     with pytest.raises(UnknownExtractorError) as error:
         create("orb")
-    assert str(error.value) == "unknown extractor 'orb'; valid names: auto, delf, rootsift"
+    assert str(error.value) == "unknown extractor 'orb'; valid names: auto, aliked, delf, rootsift"
 
 
 def test_unknown_option_is_an_error_even_for_auto() -> None:

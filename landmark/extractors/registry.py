@@ -17,6 +17,7 @@ AUTO = "auto"
 
 EXTRACTORS: dict[str, tuple[str, str, str]] = {
     # name: (module, config class, extractor class)
+    "aliked": ("landmark.extractors.aliked", "AlikedConfig", "AlikedExtractor"),
     "delf": ("landmark.extractors.delf", "DelfConfig", "DelfExtractor"),
     "rootsift": ("landmark.extractors.rootsift", "RootSiftConfig", "RootSiftExtractor"),
 }
@@ -44,6 +45,11 @@ def make_config(name: str, options: Mapping[str, Any] | None = None, environ: Ma
     return cfg.resolve(config_class(name), options, environ)
 
 
+AUTO_ORDER = ("delf", "aliked", "rootsift")
+"""What ``auto`` tries, best first: DELF needs its model (a download), ALIKED ships with the
+package but needs ONNX Runtime, RootSIFT needs nothing."""
+
+
 def create(
     name: str,
     options: Mapping[str, Any] | None = None,
@@ -53,23 +59,29 @@ def create(
 ) -> Extractor:
     """Build the extractor ``name`` (or pick one for ``auto``) with ``options`` applied.
 
-    ``auto`` tries DELF first and falls back to RootSIFT when the model cannot be loaded;
-    ``announce`` is told which one it chose and why.
+    ``auto`` takes the first of :data:`AUTO_ORDER` that loads; ``announce`` is told which one it
+    chose and why the better ones were passed over.
     """
     if name == AUTO:
-        known = set(cfg.field_names(config_class("delf"))) | set(cfg.field_names(config_class("rootsift")))
+        known = set().union(*(cfg.field_names(config_class(n)) for n in AUTO_ORDER))
         unknown = sorted(set(options or {}) - known)
         if unknown:
             raise ConfigError(
                 f"unknown option {unknown[0]!r} for extractor auto; valid options: {', '.join(sorted(known))}"
             )
-        try:
-            extractor = create("delf", _options_for("delf", options), environ=environ)
-        except ModelLoadError as error:
-            announce(f"extractor auto: chose rootsift (DELF unavailable: {error})")
-            return create("rootsift", _options_for("rootsift", options), environ=environ)
-        announce(f"extractor auto: chose delf (model {extractor.config.model})")
-        return extractor
+        passed: list[str] = []
+        for candidate in AUTO_ORDER:
+            try:
+                extractor = create(candidate, _options_for(candidate, options), environ=environ)
+            except ModelLoadError as error:
+                if candidate == AUTO_ORDER[-1]:
+                    raise
+                passed.append(f"{candidate} unavailable: {error}")
+                continue
+            loaded = [f"model {extractor.config.model}"] if candidate == "delf" else []
+            why = f" ({'; '.join(loaded + passed)})" if loaded or passed else ""
+            announce(f"extractor auto: chose {candidate}{why}")
+            return extractor
     config_cls, extractor_cls = _entry(name)
     return extractor_cls(cfg.resolve(config_cls, options, environ))
 
