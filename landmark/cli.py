@@ -69,13 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
         "indexed, never queried) into a fresh store, query every other image against all the rest, and "
         "print mean average precision, precision at 1 and timings. The store is a temporary embedded "
         "PostgreSQL, removed afterwards (LANDMARK_HOME is not used); --home or --database-url / "
-        "LANDMARK_DATABASE_URL name another store, which must hold no images.",
+        "LANDMARK_DATABASE_URL name another store, which must hold no images but the dataset's (a store "
+        "kept by an earlier evaluation of the same images is reused: nothing is extracted again).",
         epilog=EPILOG,
     )
     evaluation.add_argument("dataset", metavar="DATASET_DIR", help="folder of <group>/<image> files")
     evaluation.add_argument(
         "--out", metavar="DIR",
         help="write DIR/summary.json and DIR/queries/<group>__<image>.json (default: eval-results/<dataset name>)",
+    )
+    evaluation.add_argument(
+        "--distractors", action="append", default=[], metavar="DIR",
+        help="index every image under DIR too, as one more distractor group (repeatable)",
     )
     evaluation.add_argument(
         "--keep-store", action="store_true",
@@ -243,10 +248,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import dataset_groups, evaluate
+    from .evaluation import dataset_groups, evaluate, with_distractors
 
     dataset = Path(os.path.abspath(os.path.expanduser(args.dataset)))
-    dataset_groups(dataset)  # a bad layout is an error before any store is made
+    # A bad layout is an error before any store is made.
+    images = [p.as_uri() for paths in with_distractors(dataset_groups(dataset), args.distractors).values() for p in paths]
     out = Path(args.out) if args.out else Path("eval-results") / dataset.name
     overrides = cfg.options_from(args, Settings)
     settings = cfg.resolve(Settings, overrides)
@@ -271,16 +277,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             match_options=cfg.options_from(args, MatchConfig),
         ) as session:
             if temporary is None:
-                held = session.info()["images"]
-                if held:
+                foreign = session.store.count() - len(session.store.content_hashes(images))
+                if foreign:
                     raise LandmarkError(
-                        f"the store {session.store.location} already holds {held} image{'s' * (held != 1)}; "
-                        "an evaluation needs an empty one (leave out --database-url, LANDMARK_DATABASE_URL "
-                        "and --home to use a temporary store)"
+                        f"the store {session.store.location} holds {foreign} image{'s' * (foreign != 1)} that "
+                        "are not part of the evaluation; it needs a store with none (leave out --database-url, "
+                        "LANDMARK_DATABASE_URL and --home to use a temporary store)"
                     )
             location = session.store.location
             try:
-                report = evaluate(session, dataset, out_dir=out, progress=progress)
+                report = evaluate(session, dataset, distractors=args.distractors, out_dir=out, progress=progress)
             finally:
                 for close in bars:
                     close()

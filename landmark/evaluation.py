@@ -102,6 +102,25 @@ def dataset_groups(root: Path) -> dict[str, list[Path]]:
     return groups
 
 
+def with_distractors(groups: dict[str, list[Path]], folders: Sequence[Path | str]) -> dict[str, list[Path]]:
+    """``groups`` plus one distractor group per folder of ``folders`` (``_<folder name>``, every
+    image under it), for a collection larger than the dataset. Raises
+    :class:`~landmark.errors.SourceError` for a folder that does not exist or holds no image."""
+    groups = dict(groups)
+    for folder in folders:
+        folder = Path(os.path.abspath(os.path.expanduser(folder)))
+        if not folder.is_dir():
+            raise SourceError(f"{folder}: no such directory (--distractors takes a folder of images)")
+        images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name) and _visible(p, folder))
+        if not images:
+            raise SourceError(f"{folder}: no images to add as distractors")
+        name = DISTRACTOR_PREFIX + folder.name
+        while name in groups:
+            name += "_"
+        groups[name] = images
+    return groups
+
+
 @dataclass
 class QueryScore:
     """One leave-one-out query and how it scored."""
@@ -121,6 +140,7 @@ class EvalReport:
     """What :func:`evaluate` measured; :meth:`to_json` is ``summary.json``."""
 
     dataset: str
+    distractor_folders: list[str]
     groups: int
     """groups that are queried (not distractors)"""
     distractor_groups: int
@@ -130,6 +150,8 @@ class EvalReport:
     """distractor images"""
     indexed: int
     """images in the store after indexing (stored or unchanged)"""
+    reused: int
+    """of those, images the store already held unchanged (not extracted again)"""
     index_seconds: float
     index_failures: list[tuple[str, str]]
     extractor: dict[str, Any]
@@ -171,12 +193,14 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
+            "distractor_folders": self.distractor_folders,
             "counts": {
                 "groups": self.groups,
                 "distractor_groups": self.distractor_groups,
                 "images": self.images,
                 "distractors": self.distractors,
                 "indexed": self.indexed,
+                "reused": self.reused,
                 "index_failures": len(self.index_failures),
                 "queries": len(self.queries),
                 "query_failures": len(self.query_failures),
@@ -206,12 +230,13 @@ class EvalReport:
     def summary_lines(self) -> list[str]:
         options = ", ".join(f"{k}={v}" for k, v in sorted(self.extractor.get("config", {}).items()))
         seconds = self.query_seconds
+        extra = f" + {', '.join(self.distractor_folders)}" if self.distractor_folders else ""
         lines = [
-            f"dataset:   {self.dataset} ({self.groups} groups + {self.distractor_groups} distractor groups; "
+            f"dataset:   {self.dataset}{extra} ({self.groups} groups + {self.distractor_groups} distractor groups; "
             f"{self.images} images, {self.distractors} distractors)",
             f"extractor: {self.extractor.get('name')} ({options})",
             f"indexed:   {self.indexed} images in {self.index_seconds:.1f} s ({self.images_per_second:.1f} images/s); "
-            f"{len(self.index_failures)} failed",
+            f"{len(self.index_failures)} failed" + (f"; {self.reused} already in the store" if self.reused else ""),
             f"queries:   {len(self.queries)} in {seconds['total']:.1f} s; "
             f"mean {seconds['mean']:.3f} s, median {seconds['median']:.3f} s per query",
         ]
@@ -249,13 +274,16 @@ def evaluate(
     session: Session,
     root: Path | str,
     *,
+    distractors: Sequence[Path | str] = (),
     out_dir: Path | str | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> EvalReport:
-    """Index the dataset ``root`` through ``session`` and score leave-one-out retrieval.
+    """Index the dataset ``root`` (and the ``distractors`` folders, see :func:`with_distractors`)
+    through ``session`` and score leave-one-out retrieval.
 
-    The session's store should be fresh: anything else in it takes part in the rankings as an
-    irrelevant image. Images that fail to index are reported and take no part (neither as
+    The session's store should hold nothing but these images (a store an earlier evaluation of
+    the same images kept is fine: unchanged images are not extracted again); anything else takes
+    part in the rankings as an irrelevant image. Images that fail to index are reported and take no part (neither as
     queries nor as relevant images). With ``out_dir``, writes ``queries/<group>__<stem>.json``
     per query and ``summary.json``. ``progress(phase, total)`` is called when each phase starts
     (``"index"``: images, ``"query"``: queries) and returns a callable taking how many items
@@ -264,7 +292,8 @@ def evaluate(
     from .errors import ImageError
 
     root = Path(os.path.abspath(os.path.expanduser(root)))
-    groups = dataset_groups(root)
+    folders = [Path(os.path.abspath(os.path.expanduser(folder))) for folder in distractors]
+    groups = with_distractors(dataset_groups(root), folders)
     group_of = {path.as_uri(): group for group, paths in groups.items() for path in paths}
     _ = session.extractor  # open the store and load the model before the clock starts
 
@@ -279,7 +308,7 @@ def evaluate(
             update(n)
 
     start = time.perf_counter()
-    report = session.index([str(root)], progress=indexed_some, on_total=on_total)
+    report = session.index([str(root), *map(str, folders)], progress=indexed_some, on_total=on_total)
     index_seconds = time.perf_counter() - start
 
     failed = {uri for uri, _ in report.failed}
@@ -290,11 +319,13 @@ def evaluate(
     extractor = session.extractor
     evaluation = EvalReport(
         dataset=str(root),
+        distractor_folders=[str(folder) for folder in folders],
         groups=sum(not is_distractor(g) for g in groups),
         distractor_groups=sum(is_distractor(g) for g in groups),
         images=len(group_of),
         distractors=sum(is_distractor(g) for g in group_of.values()),
         indexed=report.stored + report.unchanged,
+        reused=report.unchanged,
         index_seconds=index_seconds,
         index_failures=list(report.failed),
         extractor={"name": extractor.name, "config": cfg.as_dict(extractor.config)},

@@ -127,7 +127,7 @@ def test_evaluate_scores_leave_one_out(
     assert 0.0 <= report.mean_average_precision <= 1.0 and 0.0 <= report.precision_at_1 <= 1.0
     assert all(q.precision_at_1 == 1.0 for q in report.queries), [(q.uri, q.precision_at_1) for q in report.queries]
     assert {q.group for q in report.queries} == {"berliner_dom", "lightglue_building"}
-    assert report.extractor["name"] == "rootsift" and report.matching["rule"] == "ratio"
+    assert report.extractor["name"] == "rootsift" and report.matching["rule"] == "mutual"
     assert any(line.startswith("mAP:       ") for line in report.summary_lines())
 
     files = sorted((out / "queries").iterdir())
@@ -145,7 +145,8 @@ def test_evaluate_scores_leave_one_out(
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["counts"] == {
-        "groups": 2, "distractor_groups": 1, "images": 9, "distractors": 4, "indexed": 9, "index_failures": 0,
+        "groups": 2, "distractor_groups": 1, "images": 9, "distractors": 4, "indexed": 9, "reused": 0,
+        "index_failures": 0,
         "queries": 5, "query_failures": 0, "not_queried": 0,
     }
     assert summary["mean_average_precision"] == report.mean_average_precision
@@ -183,7 +184,7 @@ def test_the_eval_command_uses_a_temporary_store_and_removes_it(small_dataset: P
 
 
 @pytest.mark.integration
-def test_the_eval_command_refuses_a_store_that_holds_images(
+def test_the_eval_command_refuses_a_store_that_holds_other_images(
     database_url: str, small_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from landmark.cli import main
@@ -191,9 +192,36 @@ def test_the_eval_command_refuses_a_store_that_holds_images(
 
     settings = cfg.resolve(Settings, {"database_url": database_url, "extractor": "rootsift"}, environ={})
     with Session(settings) as session:
-        session.index([str(next((small_dataset / "berliner_dom").iterdir()))])
+        session.index([str(next((LANDMARKS / "sacre_coeur").iterdir()))])
     assert main(["eval", str(small_dataset), "--database-url", database_url]) == 2
     assert capsys.readouterr().err.strip().endswith(
-        f"landmark eval: error: the store {database_url} already holds 1 image; an evaluation needs an empty "
-        "one (leave out --database-url, LANDMARK_DATABASE_URL and --home to use a temporary store)"
+        f"landmark eval: error: the store {database_url} holds 1 image that are not part of the evaluation; it "
+        "needs a store with none (leave out --database-url, LANDMARK_DATABASE_URL and --home to use a "
+        "temporary store)"
     )
+
+
+@pytest.mark.integration
+def test_the_eval_command_adds_distractor_folders_and_reuses_a_store_of_the_same_images(
+    database_url: str, small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from landmark.cli import main
+
+    extra = tmp_path / "more_streets"
+    extra.mkdir()
+    for path in sorted((LANDMARKS / "_distractors_lund_street").glob("*.jpg"))[4:7]:
+        shutil.copy(path, extra / path.name)
+    args = ["eval", str(small_dataset), "--distractors", str(extra), "--database-url", database_url,
+            "--extractor", "rootsift", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert f"dataset:   {small_dataset} + {extra} (2 groups + 2 distractor groups; 12 images, 7 distractors)" in first
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["distractor_folders"] == [str(extra)]
+    assert (summary["counts"]["indexed"], summary["counts"]["reused"]) == (12, 0)
+    # The same evaluation again on the kept store: nothing is extracted anew, the scores are the same.
+    assert main(args) == 0
+    assert "; 12 already in the store" in capsys.readouterr().out
+    again = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert again["mean_average_precision"] == summary["mean_average_precision"]
+    assert (again["counts"]["indexed"], again["counts"]["reused"]) == (12, 12)
