@@ -1,6 +1,7 @@
 """Real features for the benchmarks, from the photos in ``../shared/data/landmarks``.
 
 - ``rootsift``: what the ``rootsift`` extractor stores (1000 x 128 per image).
+- ``aliked``: what the ``aliked`` extractor stores (1024 x 128 per image).
 - ``delf``: DELF-shaped (1000 x 40): the same RootSIFT descriptors projected on the top 40
   principal components of all of them, whitened (each component divided by its standard
   deviation, which spreads them as evenly as DELF's learnt descriptors) and L2-normalised.
@@ -31,11 +32,12 @@ def photos() -> dict[str, Path]:
     return {f"{g}/{n}": LANDMARKS / g / n for g in sorted(groups) for n in groups[g]}
 
 
-def rootsift_features() -> dict[str, Features]:
+def rootsift_features(name: str = "rootsift") -> dict[str, Features]:
+    """Features of every photo by the extractor ``name`` with its defaults."""
     from landmark.extractors import create
     from landmark.images import decode_image
 
-    extractor = create("rootsift")
+    extractor = create(name)
     return {
         name: extractor.extract(decode_image(path.read_bytes(), name, extractor.config.max_image_side))
         for name, path in photos().items()
