@@ -12,7 +12,10 @@
 =======================================  ============================================================
 
 Every error answers ``{"detail": "<message>"}``, the message naming the input at fault. With
-``LANDMARK_API_TOKEN`` set, every endpoint but ``/health`` needs ``Authorization: Bearer <token>``.
+``LANDMARK_API_TOKEN`` set, every endpoint but ``/health`` needs ``Authorization: Bearer <token>``
+(``/openapi.json`` included; ``/docs`` and ``/redoc`` are then off, as a browser cannot send it).
+Bodies are limited as they arrive (:mod:`landmark.api_input`): JSON to 1 MB and 1000 sources, an
+upload to ``LANDMARK_UPLOAD_LIMIT_MB``.
 
 Uploads are stored under ``<results>/uploads/<id>/`` so that a worker on another host can read
 them when the results location is shared (an ``s3://`` prefix). A query by upload is not added
@@ -40,21 +43,26 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from . import __version__
 from . import config as cfg
+from .api_input import FORM_FIELD_BYTES, ApiError, limited, parse_json, read_json
 from .errors import ConfigError, ImageError, LandmarkError
 from .jobs import KINDS, RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
 from .jobs import run as run_job
+from .results import put, remove
 from .jobs import submit as submit_job
 from .session import DEFAULT_TOP_K, Session, open_store
 from .settings import Settings
 from .store import Store, redact
 
 
+MAX_SOURCES = 1000
+"""Sources one index job may name; more images go in a directory, an S3 prefix or a list file."""
+
 class IndexJobRequest(BaseModel):
     """Index every image of ``sources`` (files, directories, lists, ``s3://`` keys or prefixes)."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["index"]
-    sources: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1, max_length=MAX_SOURCES)
 
 
 class QueryJobRequest(BaseModel):
@@ -90,13 +98,6 @@ ERROR_STATUS: dict[type[LandmarkError], int] = {
     LandmarkError: 503,  # the rest: something the service needs is not there
 }
 """HTTP status of each error the library raises, most specific first."""
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 class Service:
@@ -199,8 +200,11 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         yield
         service.close()
 
+    # With a token, the schema needs it too, and the interactive pages are off: a browser
+    # cannot send the token to them.
+    guarded = {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.api_token else {}
     app = FastAPI(
-        title="landmark", version=__version__, lifespan=lifespan,
+        title="landmark", version=__version__, lifespan=lifespan, **guarded,
         description="Submit index and query jobs, follow them, and fetch query rankings as txt or JSON.",
     )
     app.state.service = service
@@ -251,7 +255,12 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         else:
             raise ApiError(415, f"content type {content_type or 'missing'!r}: send application/json, or "
                                 "multipart/form-data with an image file")
-        job = await run_in_threadpool(service.submit, kind, parameters)
+        try:
+            job = await run_in_threadpool(service.submit, kind, parameters)
+        except Exception:
+            if content_type == "multipart/form-data":  # the upload belongs to no job: remove it
+                await run_in_threadpool(remove, parameters["image"])
+            raise
         return JSONResponse(_job_document(job), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs/{job_id}", dependencies=[Depends(authorised)], summary="a job's status and progress")
@@ -265,6 +274,11 @@ def create_api(settings: Settings | None = None) -> FastAPI:
 
         return Response(read_result(service.get(_job_id(job_id)), fmt), media_type=RESULT_TYPES[fmt])
 
+    if settings.api_token:
+        @app.get("/openapi.json", dependencies=[Depends(authorised)], include_in_schema=False)
+        def openapi() -> dict[str, Any]:
+            return app.openapi()
+
     @app.get("/health", summary="database, broker and Dask reachable or not")
     def health() -> JSONResponse:
         report = service.health()
@@ -274,10 +288,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
 
 
 async def _json_job(request: Request) -> tuple[str, dict[str, Any]]:
-    try:
-        body = await request.json()
-    except ValueError as error:
-        raise ApiError(400, f"request body is not valid JSON ({error})") from None
+    body = await read_json(request)
     try:
         job = _JOB_REQUEST.validate_python(body)
     except ValidationError as error:
@@ -288,39 +299,40 @@ async def _json_job(request: Request) -> tuple[str, dict[str, Any]]:
 
 
 async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """A query job for the uploaded image, which is stored under the results location once every
+    field has been checked (so that a refused request leaves nothing behind)."""
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
 
     limit = int(settings.upload_limit_mb * 1_000_000)
     too_large = f"image upload is larger than the limit of {settings.upload_limit_mb:g} MB (LANDMARK_UPLOAD_LIMIT_MB)"
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + 64_000:  # the form's own fields are small
-        raise ApiError(413, too_large)
-    form = await request.form()
-    unknown = sorted(set(form) - {"kind", "image", "top_k", "add", "matching"})
-    if unknown:
-        raise ApiError(422, f"{unknown[0]}: unknown form field; valid fields: kind, image, top_k, add, matching")
-    if form.get("kind", "query") != "query":
-        raise ApiError(422, "kind: an upload is a query image; index jobs take sources as JSON")
-    upload = form.get("image")
-    if not isinstance(upload, UploadFile):
-        raise ApiError(422, "image: a multipart query needs an image file in the 'image' field")
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(413, too_large)
-    name = _safe_name(upload.filename or "upload")
-    try:
-        top_k = int(form.get("top_k", DEFAULT_TOP_K))  # type: ignore[arg-type]
-        add = cfg.coerce(form.get("add", "false"), bool, "add")
-        matching = json.loads(form.get("matching") or "{}")  # type: ignore[arg-type]
-    except (TypeError, ValueError) as error:
-        raise ApiError(422, f"form field: {error}") from None
+    body = limited(request, limit + FORM_FIELD_BYTES, too_large)
+    async with body.form(max_files=1, max_fields=4, max_part_size=FORM_FIELD_BYTES) as form:
+        unknown = sorted(set(form) - {"kind", "image", "top_k", "add", "matching"})
+        if unknown:
+            raise ApiError(422, f"{unknown[0]}: unknown form field; valid fields: kind, image, top_k, add, matching")
+        if form.get("kind", "query") != "query":
+            raise ApiError(422, "kind: an upload is a query image; index jobs take sources as JSON")
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "image: a multipart query needs an image file in the 'image' field")
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise ApiError(413, too_large)
+        name = _safe_name(upload.filename or "upload")
+        try:
+            top_k = int(form.get("top_k", DEFAULT_TOP_K))  # type: ignore[arg-type]
+            add = cfg.coerce(form.get("add", "false"), bool, "add")
+        except (TypeError, ValueError) as error:
+            raise ApiError(422, f"form field: {error}") from None
+        matching = parse_json(form.get("matching") or "{}", "matching")  # type: ignore[arg-type]
     if not isinstance(matching, dict):
         raise ApiError(422, "matching: must be a JSON object of MatchConfig options")
-    await run_in_threadpool(_check_image, data, f"upload {name!r}")
     location = f"{settings.results_location.rstrip('/')}/uploads/{uuid.uuid4().hex}/{name}"
-    await run_in_threadpool(_store_upload, location, data)
-    return "query", query_parameters(location, top_k=top_k, add=add, matching=matching)
+    parameters = query_parameters(location, top_k=top_k, add=add, matching=matching)
+    await run_in_threadpool(_check_image, data, f"upload {name!r}")
+    await run_in_threadpool(put, location, data, "application/octet-stream")
+    return "query", parameters
 
 
 def _check_image(data: bytes, name: str) -> None:
@@ -330,12 +342,6 @@ def _check_image(data: bytes, name: str) -> None:
         decode_image(data, name, 64)
     except ImageError as error:
         raise ApiError(422, str(error)) from None
-
-
-def _store_upload(location: str, data: bytes) -> None:
-    from .results import put
-
-    put(location, data, "application/octet-stream")
 
 
 def _safe_name(filename: str) -> str:

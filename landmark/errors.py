@@ -54,3 +54,7 @@ class StoreUnavailableError(StoreError):
 
 class ExtractorMismatchError(StoreError):
     """The store was built with another extractor than the one asked for."""
+
+
+class ResultsError(LandmarkError):
+    """A query's results (or an upload) cannot be written where they were asked to go."""

@@ -7,6 +7,7 @@ per-stage timings (seconds). ``PATH`` may name either file or the stem of both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import s3
+from .errors import ResultsError
 from .search import Candidate
 
 
@@ -72,12 +74,29 @@ def write(result: QueryResult, out: str) -> dict[str, str]:
 
 
 def put(destination: str, data: bytes, content_type: str) -> None:
-    """Write ``data`` to a local path or an ``s3://`` URI; readers never see half a file."""
+    """Write ``data`` to a local path or an ``s3://`` URI; readers never see half a file, and a
+    write that fails leaves nothing behind (:class:`ResultsError` names the destination)."""
     if s3.is_s3(destination):
         s3.write(destination, data, content_type=content_type)
         return
     path = Path(os.path.abspath(os.path.expanduser(destination)))
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise ResultsError(f"{destination}: cannot write ({error.strerror or error})") from None
+
+
+def remove(destination: str) -> None:
+    """Delete what :func:`put` wrote at ``destination`` (and its folder, once empty); a missing
+    file is no error."""
+    if s3.is_s3(destination):
+        s3.delete(destination)
+        return
+    path = Path(os.path.abspath(os.path.expanduser(destination)))
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        path.parent.rmdir()

@@ -95,6 +95,14 @@ def write(uri: str, data: bytes, content_type: str = "application/octet-stream")
         raise failure(uri, "cannot write to S3", error) from error
 
 
+def delete(uri: str) -> None:
+    bucket, key = split(uri)
+    try:
+        client().delete_object(Bucket=bucket, Key=key)
+    except Exception as error:
+        raise failure(uri, "cannot delete from S3", error) from error
+
+
 def exists(uri: str) -> bool:
     bucket, key = split(uri)
     try:

@@ -149,7 +149,8 @@ def test_a_token_guards_everything_but_health(http: Any) -> None:
     assert health.status_code == 200
     assert health.json()["database"]["ok"] is True
     assert health.json()["broker"] == {"ok": True, "detail": "none: jobs run in this server"}
-    spec = http.get("/openapi.json").json()
+    assert http.get("/openapi.json").status_code == 401
+    spec = http.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result.{fmt}", "/health"} <= set(spec["paths"])
     assert set(spec["paths"]["/jobs"]["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
 
