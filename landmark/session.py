@@ -175,16 +175,14 @@ class Session:
             uri, features, top_k=top_k, match_config=match_config, progress=progress, on_total=on_total
         )
         result.timings_s = {"read_query": read_seconds, "extract_query": extract_seconds, **result.timings_s}
-        if add:
-            clock = time.perf_counter()
-            self.store.upsert(
-                [Row(uri, self.extractor.name, features, sha256(data), self.extractor.descriptor_encoding)]
-            )
-            result.timings_s["store_query"] = time.perf_counter() - clock
-            result.added_to_store = True
         result.timings_s["total"] = time.perf_counter() - start
+        # The files first: a query whose results cannot be written leaves the store as it was.
+        result.added_to_store = add
         if out:
             write(result, out)
+        if add:
+            row = Row(uri, self.extractor.name, features, sha256(data), self.extractor.descriptor_encoding)
+            self.store.upsert([row])
         return result
 
     def query_features(
