@@ -9,24 +9,18 @@ bounds, fingerprints and those small results, never the table.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .contract import FeatureBatch, Features
 from .matching import MatchConfig, match_batch
-from .settings import Settings
 from .store import Partition, connect, read_batch
 
 log = logging.getLogger(__name__)
-
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-"""Set in each local worker process before it starts: one task, one core."""
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -35,45 +29,6 @@ class Candidate:
     uri: str
     inliers: int
     putative_matches: int
-
-
-@contextlib.contextmanager
-def dask_client(settings: Settings) -> Iterator[Any]:
-    """A Dask client: to ``settings.dask_scheduler`` if set, else to the Kubernetes DaskCluster
-    (``settings.dask == "kubernetes"``), else to a new local cluster."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    if settings.dask_scheduler:
-        with Client(settings.dask_scheduler, timeout="30s") as client:
-            yield client
-        return
-    if settings.dask == "kubernetes":
-        from . import config as cfg
-        from .kube import KubeDaskConfig, kube_cluster
-
-        # The cluster outlives this process (shutdown_on_close=False): the next worker reuses it.
-        with Client(kube_cluster(cfg.resolve(KubeDaskConfig))) as client:
-            yield client
-        return
-    if not logging.getLogger().isEnabledFor(logging.INFO):
-        # distributed logs every worker's start and stop at INFO; that is noise unless asked for.
-        logging.getLogger("distributed").setLevel(logging.WARNING)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": THREAD_ENV}):
-        cluster = LocalCluster(
-            n_workers=settings.local_workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.WARNING,
-        )
-    with cluster, Client(cluster) as client:
-        client.run(_pin_opencv_threads)
-        yield client
-
-
-def _pin_opencv_threads() -> None:
-    """OpenCV's thread pool down to one thread, as BLAS is by ``THREAD_ENV``."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 _connections: dict[str, Any] = {}

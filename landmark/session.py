@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import config as cfg
+from .clusters import dask_client
 from .contract import Features
 from .embedded import embedded_url
 from .extractors import registry
@@ -23,7 +24,7 @@ from .extractors.base import Extractor
 from .indexing import IndexReport, extract_bytes, gather, index_uris, sha256
 from .matching import PRESETS, MatchConfig
 from .results import QueryResult, write
-from .search import PartitionCache, dask_client, rank, search
+from .search import PartitionCache, rank, search
 from .settings import Settings
 from .sources import normalise, read_bytes
 from .store import ExtractorSpec, Row, Store

@@ -46,6 +46,30 @@ class Settings:
     dask_workers: int = setting(
         0, env="LANDMARK_DASK_WORKERS", help="worker processes of the local cluster (0: one per core)"
     )
+    dask_image: str = setting(
+        "", env="LANDMARK_DASK_IMAGE", cli=False,
+        help="kubernetes: container image of the Dask scheduler and workers",
+    )
+    dask_cluster: str = setting(
+        "landmark-dask", env="LANDMARK_DASK_CLUSTER", cli=False, help="kubernetes: name of the DaskCluster resource"
+    )
+    dask_namespace: str = setting(
+        "", env="LANDMARK_DASK_NAMESPACE", cli=False,
+        help="kubernetes: namespace of the DaskCluster (empty: the pod's own)",
+    )
+    dask_min_workers: int = setting(
+        1, env="LANDMARK_DASK_MIN_WORKERS", cli=False, help="kubernetes: fewest Dask workers kept"
+    )
+    dask_max_workers: int = setting(
+        8, env="LANDMARK_DASK_MAX_WORKERS", cli=False, help="kubernetes: most Dask workers the work may scale to"
+    )
+    dask_worker_cpu: str = setting(
+        "1", env="LANDMARK_DASK_WORKER_CPU", cli=False, help="kubernetes: CPU request and limit of a Dask worker"
+    )
+    dask_worker_memory: str = setting(
+        "4Gi", env="LANDMARK_DASK_WORKER_MEMORY", cli=False,
+        help="kubernetes: memory request and limit of a Dask worker",
+    )
     partition_size: int = setting(
         256, env="LANDMARK_PARTITION_SIZE", help="stored images per Dask matching task"
     )
@@ -81,6 +105,15 @@ class Settings:
     def validate(self) -> None:
         if self.dask_workers < 0:
             raise ConfigError(f"dask_workers: must be 0 or more, got {self.dask_workers}")
+        if self.dask == "kubernetes" and not self.dask_image:
+            raise ConfigError(
+                "LANDMARK_DASK_IMAGE: the Dask workers' container image must be set for LANDMARK_DASK=kubernetes"
+            )
+        if not 0 <= self.dask_min_workers <= self.dask_max_workers or self.dask_max_workers < 1:
+            raise ConfigError(
+                f"LANDMARK_DASK_MIN_WORKERS, LANDMARK_DASK_MAX_WORKERS: need 0 <= min <= max and max >= 1, "
+                f"got {self.dask_min_workers} and {self.dask_max_workers}"
+            )
         if self.partition_size < 1:
             raise ConfigError(f"partition_size: must be at least 1, got {self.partition_size}")
         if self.extract_batch < 1:

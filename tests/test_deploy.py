@@ -17,7 +17,8 @@ import yaml
 from conftest import SHARED_DATA
 from landmark import config as cfg
 from landmark.extractors import registry
-from landmark.kube import KubeDaskConfig, dask_cluster_spec
+from landmark.clusters import THREAD_ENV
+from landmark.kube import dask_cluster_spec
 from landmark.matching import MatchConfig
 from landmark.settings import Settings
 
@@ -35,7 +36,7 @@ THIRD_PARTY_ENV = {
 
 def code_settings() -> set[str]:
     """Every environment variable a landmark config class reads."""
-    classes = [Settings, KubeDaskConfig, MatchConfig] + [
+    classes = [Settings, MatchConfig] + [
         registry.config_class(name) for name in registry.extractor_names(with_auto=False)
     ]
     return {f.metadata["env"] for c in classes for f in dataclasses.fields(c) if f.metadata.get("env")}
@@ -129,8 +130,7 @@ def test_each_worker_queue_scales_on_its_queue_from_zero_and_drains_before_it_st
 def test_the_standing_dask_cluster_is_the_spec_builder_s() -> None:
     resources = {(r["kind"], r["metadata"]["name"]): r for r in built("overlays/production")}
     config_map = resources[("ConfigMap", "landmark-config")]["data"]
-    config = cfg.resolve(KubeDaskConfig, environ=config_map)
-    expected = dask_cluster_spec(config)
+    expected = dask_cluster_spec(cfg.resolve(Settings, environ=config_map), THREAD_ENV)
     standing = resources[("DaskCluster", "landmark-dask")]
     standing["metadata"].pop("namespace")
     expected["metadata"]["labels"] = standing["metadata"]["labels"]  # kustomize adds its own labels
@@ -139,9 +139,10 @@ def test_the_standing_dask_cluster_is_the_spec_builder_s() -> None:
 
 
 def test_the_dask_cluster_spec_builder() -> None:
-    config = cfg.resolve(KubeDaskConfig, {"image": "registry/landmark:1", "min_workers": 2, "max_workers": 5,
-                                          "namespace": "ns", "worker_memory": "8Gi"}, environ={})
-    spec = dask_cluster_spec(config, {"LANDMARK_EXTRACTOR": "delf"})
+    settings = cfg.resolve(Settings, {"dask": "kubernetes", "dask_image": "registry/landmark:1", "dask_min_workers": 2,
+                                      "dask_max_workers": 5, "dask_namespace": "ns", "dask_worker_memory": "8Gi"},
+                           environ={})
+    spec = dask_cluster_spec(settings, {**THREAD_ENV, "LANDMARK_EXTRACTOR": "delf"})
     validate(spec)
     assert (spec["metadata"]["name"], spec["metadata"]["namespace"]) == ("landmark-dask", "ns")
     assert spec["spec"]["worker"]["replicas"] == 2
@@ -153,7 +154,7 @@ def test_the_dask_cluster_spec_builder() -> None:
     service = spec["spec"]["scheduler"]["service"]
     assert service["selector"] == {"dask.org/cluster-name": "landmark-dask", "dask.org/component": "scheduler"}
     with pytest.raises(Exception) as error:
-        cfg.resolve(KubeDaskConfig, {"min_workers": 3, "max_workers": 2, "image": "x"}, environ={})
+        cfg.resolve(Settings, {"dask_min_workers": 3, "dask_max_workers": 2}, environ={})
     assert str(error.value) == ("LANDMARK_DASK_MIN_WORKERS, LANDMARK_DASK_MAX_WORKERS: need 0 <= min <= max and "
                                 "max >= 1, got 3 and 2")
 
