@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,119 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
         "mem://bomb.jpg: image too large (400x300 = 120000 pixels, limit 100000); "
         "refusing to decode a possible decompression bomb"
     )
+
+
+# -- modes -------------------------------------------------------------------------------------
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+RAMP16 = (np.arange(96 * 64, dtype=np.uint32).reshape(64, 96) * 10).astype(np.uint16)
+"""A 16-bit ramp over 0..61430: clipped to 8 bits it would be white from the 26th pixel on."""
+
+
+@pytest.mark.parametrize(("mode", "pixels", "fmt"), [
+    ("I;16", RAMP16, "PNG"),
+    ("I;16B", RAMP16.astype(">u2"), "TIFF"),
+    ("I", RAMP16.astype(np.int32), "TIFF"),
+])
+def test_sixteen_bit_greyscale_keeps_its_high_byte(mode: str, pixels: np.ndarray, fmt: str) -> None:
+    image = Image.fromarray(pixels)
+    data = encoded(image, fmt)
+    assert Image.open(io.BytesIO(data)).mode == mode
+    decoded = decode_image(data, f"mem://{mode}.{fmt.lower()}", max_side=1024)
+    expected = (RAMP16 >> 8).astype(np.uint8)
+    assert decoded.shape == (64, 96, 3)
+    assert all(np.array_equal(decoded[..., c], expected) for c in range(3))
+
+
+def test_sixteen_bit_pgm_decodes() -> None:
+    data = b"P5 96 64 65535\n" + RAMP16.astype(">u2").tobytes()
+    decoded = decode_image(data, "mem://ramp.pgm", max_side=1024)
+    assert np.array_equal(decoded[..., 0], (RAMP16 >> 8).astype(np.uint8))
+
+
+def test_float_greyscale_is_stretched_over_its_own_range() -> None:
+    pixels = np.linspace(-1.0, 1.0, 96 * 64, dtype=np.float32).reshape(64, 96)
+    decoded = decode_image(encoded(Image.fromarray(pixels), "TIFF"), "mem://f.tif", max_side=1024)
+    assert decoded[0, 0, 0] == 0 and decoded[-1, -1, 0] == 255
+    assert np.array_equal(decoded[..., 0], np.rint((pixels + 1.0) * 127.5).astype(np.uint8))
+
+
+def test_sixteen_bit_rgb_png_keeps_its_high_bytes() -> None:
+    import cv2
+
+    rgb = np.stack([RAMP16, RAMP16[::-1], 65535 - RAMP16], axis=-1)
+    ok, data = cv2.imencode(".png", rgb[..., ::-1])  # OpenCV writes BGR
+    assert ok
+    decoded = decode_image(data.tobytes(), "mem://rgb16.png", max_side=1024)
+    assert np.array_equal(decoded, (rgb >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "CMYK", "L", "RGBA"])
+def test_other_modes_are_converted_by_pillow(mode: str) -> None:
+    image = Image.fromarray(gradient(96, 64)).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    data = encoded(image, fmt)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_image(data, f"mem://x.{fmt.lower()}", max_side=1024), expected)
+
+
+# -- large images, memory-light ----------------------------------------------------------------
+
+
+def plain_decode(data: bytes, max_side: int) -> np.ndarray:
+    """What decoding did before images were shrunk while decoding: full size, then resize."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    scale = max_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(image)
+
+
+def test_ordinary_photos_decode_pixel_for_pixel_as_before() -> None:
+    from conftest import LANDMARKS
+
+    for path in sorted(LANDMARKS.glob("*/*.jpg"))[:6]:
+        data = path.read_bytes()
+        for max_side in (1024, 600):  # under twice the photo's side: no early shrinking
+            assert np.array_equal(decode_image(data, path.name, max_side), plain_decode(data, max_side)), path
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_images_are_shrunk_while_decoding_to_nearly_the_same_pixels(fmt: str) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = Image.fromarray(gradient(3000, 2000))
+    data = encoded(image, fmt) if fmt == "PNG" else jpeg_bytes(gradient(3000, 2000), exif=exif.tobytes())
+    decoded = decode_image(data, f"mem://big.{fmt.lower()}", max_side=500)
+    plain = plain_decode(data, 500)
+    assert decoded.shape == plain.shape == ((500, 333, 3) if fmt == "JPEG" else (333, 500, 3))
+    assert np.abs(decoded.astype(int) - plain.astype(int)).mean() < 1.0
+
+
+def test_decoding_a_huge_jpeg_takes_a_fraction_of_its_size_in_memory(tmp_path: Path) -> None:
+    """10000 x 10000 px (300 MB as RGB) decoded at 1/8 by the codec: well under 100 MB more."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.jpg"
+    Image.linear_gradient("L").resize((10000, 10000)).convert("RGB").save(path, quality=80)
+    probe = (
+        "import resource, sys; from landmark.images import decode_image; data = open(sys.argv[1], 'rb').read(); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "pixels = decode_image(data, 'huge.jpg', 1024); "
+        "print(pixels.shape, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True)
+    shape, grown_kb = done.stdout.rsplit(" ", 1)
+    assert shape == "(1024, 1024, 3)"
+    assert int(grown_kb) < 100_000, done.stdout
+
