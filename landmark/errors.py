@@ -24,6 +24,14 @@ class SourceError(LandmarkError):
     """A source (file, directory, list, S3 prefix) cannot be read or expanded."""
 
 
+class ForbiddenSourceError(SourceError):
+    """A source the service's policy does not allow (``LANDMARK_ALLOWED_SOURCES``).
+
+    The message is the same whether or not the source exists, so a refusal tells nothing about
+    the server's files.
+    """
+
+
 class TransientError(SourceError):
     """A source could not be reached for now (connection failure, throttling, a server error).
 

@@ -13,13 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from .contract import Features
 from .errors import ImageError, LandmarkError, TransientError
 from .extractors.base import Extractor
 from .images import decode_image
-from .sources import expand, normalise, read_bytes
+from .sources import Unusable, expand, normalise, read_bytes
 from .store import Row, Store
+
+if TYPE_CHECKING:
+    from .policy import SourcePolicy
 
 
 @dataclass
@@ -31,7 +35,8 @@ class IndexReport:
     unchanged: int = 0
     """skipped: already stored with the same bytes"""
     failed: list[tuple[str, str]] = field(default_factory=list)
-    """``(uri, reason)`` of each image that could not be stored"""
+    """``(uri, reason)`` of each image that could not be stored; ``(name, reason)`` of each source,
+    ``<list URI> line <n>`` or entry that named no readable image"""
 
     @property
     def total(self) -> int:
@@ -46,16 +51,23 @@ class IndexReport:
         self.failed.extend(other.failed)
 
 
-def gather(sources: Iterable[str], *, raise_transient: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
-    """The image URIs named by ``sources`` (in order, without repeats) and ``(source, reason)``
-    for each source that cannot be expanded (an empty S3 prefix, an unreadable list)."""
+def gather(
+    sources: Iterable[str], *, raise_transient: bool = False, policy: SourcePolicy | None = None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The image URIs named by ``sources`` (in order, without repeats) and ``(name, reason)`` for
+    each source, list line or entry that names no readable image (see :func:`expand`); under
+    ``policy``, everything outside it is such an entry."""
     uris: dict[str, None] = {}
     unusable: list[tuple[str, str]] = []
     for source in sources:
         try:
-            uris.update(dict.fromkeys(expand([source])))
-        except LandmarkError as error:
-            if raise_transient and isinstance(error, TransientError):
+            for item in expand([source], policy):
+                if isinstance(item, Unusable):
+                    unusable.append(tuple(item))
+                else:
+                    uris[item] = None
+        except TransientError as error:
+            if raise_transient:
                 raise
             unusable.append((source, reason_of(error, source, _as_uri(source))))
     return list(uris), unusable

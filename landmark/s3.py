@@ -77,12 +77,27 @@ def failure(uri: str, action: str, error: Exception) -> SourceError:
     return kind(f"{uri}: {action} ({_error_reason(error)})")
 
 
-def read(uri: str) -> bytes:
+def read(uri: str, *, limit: int | None = None) -> bytes:
+    """The object's bytes; with ``limit``, an object larger than that is refused unread."""
     bucket, key = split(uri)
     try:
-        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        response = client().get_object(Bucket=bucket, Key=key)
+        if limit is not None and response.get("ContentLength", 0) > limit:
+            response["Body"].close()
+            raise too_large(uri, limit)
+        data = response["Body"].read() if limit is None else response["Body"].read(limit + 1)
+    except SourceError:
+        raise
     except Exception as error:  # botocore raises many unrelated types
         raise failure(uri, "cannot read from S3", error) from error
+    if limit is not None and len(data) > limit:
+        raise too_large(uri, limit)
+    return data
+
+
+def too_large(uri: str, limit: int) -> SourceError:
+    """The error for a file or object over ``limit`` bytes (local files share it)."""
+    return SourceError(f"{uri}: too large to read (over {limit} bytes)")
 
 
 def write(uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:

@@ -144,8 +144,9 @@ class Session:
     ) -> IndexReport:
         """Index every image named by ``sources`` (see :mod:`landmark.sources`).
 
-        A source that cannot be expanded (an empty S3 prefix, an unreadable list) is reported
-        in the report's failures like a bad image; the other sources are still indexed.
+        A source, list line or directory entry that names no readable image (an empty S3
+        prefix, an unreadable list, a bad line) is reported in the report's failures like a bad
+        image; the rest are still indexed.
         """
         uris, unusable = gather(sources)
         if on_total is not None:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from .config import setting
 from .errors import ConfigError
+from .policy import SourcePolicy
 
 
 def default_home() -> str:
@@ -101,6 +102,11 @@ class Settings:
     upload_limit_mb: float = setting(
         20.0, env="LANDMARK_UPLOAD_LIMIT_MB", cli=False, help="largest image the HTTP API accepts, in MB"
     )
+    allowed_sources: tuple[str, ...] = setting(
+        (), env="LANDMARK_ALLOWED_SOURCES", cli=False,
+        help="what requests to the HTTP API may name as sources: comma-separated absolute directories and "
+        "s3://bucket/ or s3://bucket/prefix/ entries (empty: nothing; uploads still work)",
+    )
 
     def validate(self) -> None:
         if self.dask_workers < 0:
@@ -124,6 +130,7 @@ class Settings:
             )
         if self.upload_limit_mb <= 0:
             raise ConfigError(f"upload_limit_mb: must be more than 0, got {self.upload_limit_mb}")
+        _ = self.source_policy  # a bad entry fails here, at start-up
 
     @property
     def home_path(self) -> Path:
@@ -132,6 +139,11 @@ class Settings:
     @property
     def results_location(self) -> str:
         return self.results or str(self.home_path / "results")
+
+    @property
+    def source_policy(self) -> SourcePolicy:
+        """What requests to the HTTP API may name (:mod:`landmark.policy`)."""
+        return SourcePolicy.parse(self.allowed_sources)
 
     @property
     def local_workers(self) -> int:

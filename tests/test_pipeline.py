@@ -85,6 +85,50 @@ def test_indexing_twice_skips_unchanged_and_replaces_changed(
     assert row_count(database_url) == 3
 
 
+def test_bad_lines_of_a_list_are_reported_and_the_rest_stored(
+    database_url: str, dask_cluster_address: str, tmp_path: Path
+) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(f"{SACRE[0]}\nhttp://example.com/a.jpg\nnul\x00.jpg\n{BERLIN[0]}\n".encode())
+    with session(database_url, dask_cluster_address, extractor="rootsift") as lm:
+        report = lm.index([str(listing)])
+    assert report.stored == 2
+    assert report.failed == [
+        (f"{listing.as_uri()} line 2",
+         "http://example.com/a.jpg: unsupported URI scheme (use a path, file:// or s3://)"),
+        (f"{listing.as_uri()} line 3", "'nul\\x00.jpg': contains a NUL character"),
+    ]
+    conn = psycopg2.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT uri FROM landmarks ORDER BY uri")
+        assert [row[0] for row in cur.fetchall()] == sorted([SACRE[0].as_uri(), BERLIN[0].as_uri()])
+    conn.close()
+
+
+def test_names_that_are_not_utf8_are_indexed_and_queried(
+    database_url: str, dask_cluster_address: str, tmp_path: Path
+) -> None:
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    odd = folder / os.fsdecode(b"\xe9glise \xff.jpg")  # Latin-1, as an old camera card may hold
+    shutil.copy(SACRE[0], odd)
+    shutil.copy(SACRE[1], folder / "plain.jpg")
+    with session(database_url, dask_cluster_address, extractor="rootsift") as lm:
+        report = lm.index([str(folder)])
+        assert (report.stored, report.failed) == (2, [])
+        assert lm.index([str(odd), odd.as_uri()]).unchanged == 1
+        result = lm.query(str(odd), top_k=1, add=False)
+    assert result.query == odd.as_uri() == f"{folder.as_uri()}/%E9glise%20%FF.jpg"
+    assert [m.uri for m in result.matches] == [(folder / "plain.jpg").as_uri()]
+    conn = psycopg2.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT uri FROM landmarks ORDER BY uri")
+        assert [row[0] for row in cur.fetchall()] == sorted([odd.as_uri(), (folder / "plain.jpg").as_uri()])
+    conn.close()
+
+
 def test_a_store_refuses_another_extractor(database_url: str, dask_cluster_address: str) -> None:
     with session(database_url, dask_cluster_address, extractor="rootsift", extractor_options={"max_features": "200"}) as lm:
         lm.index([str(SACRE[0])])

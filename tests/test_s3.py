@@ -39,10 +39,26 @@ def test_prefix_expands_to_its_image_objects(uploaded: str) -> None:
     assert list(expand([f"s3://{uploaded}/other/x.jpg"])) == [f"s3://{uploaded}/other/x.jpg"]
 
 
+def test_a_list_object_is_read_up_to_its_cap_and_its_bad_lines_reported(
+    uploaded: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from landmark import sources
+
+    listing = f"s3://{uploaded}/lists/l.txt"
+    s3.client().put_object(Bucket=uploaded, Key="lists/l.txt",
+                           Body=f"s3://{uploaded}/other/x.jpg\nhttp://example.com/y.jpg\n".encode())
+    assert list(expand([listing])) == [
+        f"s3://{uploaded}/other/x.jpg",
+        (f"{listing} line 2", "http://example.com/y.jpg: unsupported URI scheme (use a path, file:// or s3://)"),
+    ]
+    monkeypatch.setattr(sources, "MAX_LIST_BYTES", 10)
+    assert list(expand([listing])) == [(listing, "too large to read (over 10 bytes)")]
+
+
 def test_empty_prefix_and_missing_bucket_are_clear_errors(uploaded: str) -> None:
-    with pytest.raises(SourceError) as error:
-        list(expand([f"s3://{uploaded}/nothing/"]))
-    assert str(error.value) == f"s3://{uploaded}/nothing/: no image objects under this S3 prefix"
+    assert list(expand([f"s3://{uploaded}/nothing/"])) == [
+        (f"s3://{uploaded}/nothing/", "no image objects under this S3 prefix")
+    ]
     with pytest.raises(SourceError) as error:
         s3.read("s3://no-such-bucket-here/a.jpg")
     assert str(error.value) == "s3://no-such-bucket-here/a.jpg: cannot read from S3 (no such bucket)"
