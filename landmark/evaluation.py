@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as cfg
 from .errors import SourceError
-from .sources import is_image_name
+from .sources import is_image_name, walk
 
 if TYPE_CHECKING:
     from .session import Session
@@ -61,15 +61,17 @@ def is_distractor(group: str) -> bool:
     return group.startswith(DISTRACTOR_PREFIX)
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+def _images(folder: Path) -> list[Path]:
+    """The image files under ``folder``, as indexing the folder finds them (links followed)."""
+    return [item for item in walk(folder) if isinstance(item, Path)]
 
 
 def dataset_groups(root: Path) -> dict[str, list[Path]]:
     """``{group: [image paths, sorted]}`` of the dataset folder ``root``, groups sorted by name.
 
-    Paths are absolute, unresolved (as :func:`landmark.sources.expand` names them); hidden
-    files and folders are skipped, and so are group folders without images. Raises
+    Paths are absolute, unresolved (as :func:`landmark.sources.expand` names them; a group
+    folder may be a link); hidden files and folders are skipped, and so are group folders
+    without images. Raises
     :class:`~landmark.errors.SourceError` when ``root`` is not a folder, holds no group folder,
     holds an image outside the group folders, or has no group to query (a non-distractor group
     with at least 2 images).
@@ -90,9 +92,7 @@ def dataset_groups(root: Path) -> dict[str, list[Path]]:
         raise SourceError(f"{root}: no group folders (expected <group>/<image>)")
     groups: dict[str, list[Path]] = {}
     for folder in folders:
-        images = sorted(
-            p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name) and _visible(p, root)
-        )
+        images = _images(folder)
         if images:
             groups[folder.name] = images
     if not any(len(images) >= 2 for group, images in groups.items() if not is_distractor(group)):
@@ -111,7 +111,7 @@ def with_distractors(groups: dict[str, list[Path]], folders: Sequence[Path | str
         folder = Path(os.path.abspath(os.path.expanduser(folder)))
         if not folder.is_dir():
             raise SourceError(f"{folder}: no such directory (--distractors takes a folder of images)")
-        images = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name) and _visible(p, folder))
+        images = _images(folder)
         if not images:
             raise SourceError(f"{folder}: no images to add as distractors")
         name = DISTRACTOR_PREFIX + folder.name
@@ -311,8 +311,15 @@ def evaluate(
     report = session.index([str(root), *map(str, folders)], progress=indexed_some, on_total=on_total)
     index_seconds = time.perf_counter() - start
 
+    # Only what the store holds takes part: an image indexing failed on, or never saw, does not.
     failed = {uri for uri, _ in report.failed}
-    stored = {uri: group for uri, group in group_of.items() if uri not in failed}
+    present = session.store.content_hashes(list(group_of))
+    stored = {uri: group for uri, group in group_of.items() if uri in present and uri not in failed}
+    if not stored:
+        raise SourceError(
+            f"{root}: nothing to evaluate: none of its {len(group_of)} images was indexed "
+            f"({len(report.failed)} failed)"
+        )
     members: dict[str, set[str]] = {}
     for uri, group in stored.items():
         members.setdefault(group, set()).add(uri)

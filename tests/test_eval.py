@@ -81,6 +81,21 @@ def test_dataset_groups_errors(tmp_path: Path) -> None:
     )
 
 
+def test_dataset_groups_follow_linked_folders(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    touch(elsewhere / "tower" / "1.jpg")
+    touch(elsewhere / "tower" / "2.jpg")
+    touch(elsewhere / "more" / "3.jpg")
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "tower").symlink_to(elsewhere / "tower")
+    (elsewhere / "tower" / "more").symlink_to(elsewhere / "more")
+    (elsewhere / "tower" / "loop").symlink_to(elsewhere / "tower")
+    assert dataset_groups(root) == {
+        "tower": [root / "tower" / "1.jpg", root / "tower" / "2.jpg", root / "tower" / "more" / "3.jpg"],
+    }
+
+
 # -- end to end ----------------------------------------------------------------------------------
 
 
@@ -225,3 +240,41 @@ def test_the_eval_command_adds_distractor_folders_and_reuses_a_store_of_the_same
     again = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert again["mean_average_precision"] == summary["mean_average_precision"]
     assert (again["counts"]["indexed"], again["counts"]["reused"]) == (12, 12)
+
+
+@pytest.mark.integration
+def test_evaluate_follows_group_folders_that_are_links(
+    database_url: str, dask_cluster_address: str, small_dataset: Path, tmp_path: Path
+) -> None:
+    from landmark.session import Session
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for group in small_dataset.iterdir():
+        (linked / group.name).symlink_to(group)
+    settings = cfg.resolve(Settings, {"database_url": database_url, "dask_scheduler": dask_cluster_address,
+                                      "extractor": "rootsift"}, environ={})
+    with Session(settings) as session:
+        report = evaluate(session, linked)
+        stored = sorted(session.store.content_hashes([p.as_uri() for p in linked.glob("*/*.jpg")]))
+    assert (report.images, report.indexed, len(report.queries)) == (9, 9, 5)
+    assert stored == sorted(p.as_uri() for p in linked.glob("*/*.jpg")) and len(stored) == 9
+    assert all(q.precision_at_1 == 1.0 for q in report.queries)
+
+
+@pytest.mark.integration
+def test_an_evaluation_that_indexed_nothing_is_refused(
+    database_url: str, small_dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As when indexing did not see the images (linked groups used to be skipped): no mAP of 0, an error."""
+    from landmark.cli import main
+    from landmark.indexing import IndexReport
+    from landmark.session import Session
+
+    monkeypatch.setattr(Session, "index", lambda self, sources, **_: IndexReport())
+    assert main(["eval", str(small_dataset), "--database-url", database_url, "--extractor", "rootsift"]) == 2
+    captured = capsys.readouterr()
+    assert "mAP" not in captured.out
+    assert captured.err.strip().endswith(
+        f"landmark eval: error: {small_dataset}: nothing to evaluate: none of its 9 images was indexed (0 failed)"
+    )
