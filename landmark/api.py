@@ -17,6 +17,9 @@ Every error answers ``{"detail": "<message>"}``, the message naming the input at
 Bodies are limited as they arrive (:mod:`landmark.api_input`): JSON to 1 MB and 1000 sources, an
 upload to ``LANDMARK_UPLOAD_LIMIT_MB``.
 
+A request may name only sources inside ``LANDMARK_ALLOWED_SOURCES`` (:mod:`landmark.policy`;
+others answer 403), and its job carries that policy to whoever runs it.
+
 Uploads are stored under ``<results>/uploads/<id>/`` so that a worker on another host can read
 them when the results location is shared (an ``s3://`` prefix). A query by upload is not added
 to the store unless ``add`` is true: an uploaded photo is a question, not part of the collection.
@@ -27,6 +30,7 @@ With no broker, jobs run inside this server, one at a time, on a thread with its
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import threading
@@ -44,11 +48,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from . import __version__
 from . import config as cfg
 from .api_input import FORM_FIELD_BYTES, ApiError, limited, parse_json, read_json
-from .errors import ConfigError, ImageError, LandmarkError
+from .errors import ConfigError, ForbiddenSourceError, ImageError, LandmarkError, SourceError
 from .jobs import KINDS, RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
 from .jobs import run as run_job
 from .results import put, remove
 from .jobs import submit as submit_job
+from .policy import SourcePolicy
 from .session import DEFAULT_TOP_K, Session, open_store
 from .settings import Settings
 from .store import Store, redact
@@ -92,6 +97,7 @@ UPLOAD_FORM_SCHEMA = {
 
 
 ERROR_STATUS: dict[type[LandmarkError], int] = {
+    ForbiddenSourceError: 403,
     JobNotFoundError: 404,
     NoResultError: 409,
     ConfigError: 400,
@@ -249,7 +255,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
 
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "application/json":
-            kind, parameters = await _json_job(request)
+            kind, parameters = await _json_job(request, settings.source_policy)
         elif content_type == "multipart/form-data":
             kind, parameters = await _upload_job(request, settings)
         else:
@@ -287,15 +293,31 @@ def create_api(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _json_job(request: Request) -> tuple[str, dict[str, Any]]:
+async def _json_job(request: Request, policy: SourcePolicy) -> tuple[str, dict[str, Any]]:
     body = await read_json(request)
     try:
         job = _JOB_REQUEST.validate_python(body)
     except ValidationError as error:
         raise ApiError(422, describe(error.errors())) from None
     if isinstance(job, IndexJobRequest):
-        return "index", index_parameters(job.sources)
-    return "query", query_parameters(job.image, top_k=job.top_k, add=job.add, matching=job.matching)
+        parameters = index_parameters(job.sources)
+        _allowed(policy, job.sources, "sources")
+        return "index", policy.confine(parameters)
+    parameters = query_parameters(job.image, top_k=job.top_k, add=job.add, matching=job.matching)
+    _allowed(policy, [job.image], "image")
+    return "query", policy.confine(parameters)
+
+
+def _allowed(policy: SourcePolicy, sources: list[str], field: str) -> None:
+    """Refuse the request unless ``policy`` allows every source (403, the same answer whether a
+    path exists or not); a source that is not a path or URI at all is a bad request (422)."""
+    for source in sources:
+        try:
+            policy.check(source)
+        except ForbiddenSourceError:
+            raise
+        except SourceError as error:
+            raise ApiError(422, f"{field}: {error}") from None
 
 
 async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -328,8 +350,11 @@ async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[s
         matching = parse_json(form.get("matching") or "{}", "matching")  # type: ignore[arg-type]
     if not isinstance(matching, dict):
         raise ApiError(422, "matching: must be a JSON object of MatchConfig options")
-    location = f"{settings.results_location.rstrip('/')}/uploads/{uuid.uuid4().hex}/{name}"
-    parameters = query_parameters(location, top_k=top_k, add=add, matching=matching)
+    folder = f"{settings.results_location.rstrip('/')}/uploads/{uuid.uuid4().hex}/"
+    location = folder + name
+    # The job may read its own upload, and what the operator allows, nothing else.
+    policy = settings.source_policy.widened(folder if "://" in folder else os.path.abspath(folder))
+    parameters = policy.confine(query_parameters(location, top_k=top_k, add=add, matching=matching))
     await run_in_threadpool(_check_image, data, f"upload {name!r}")
     await run_in_threadpool(put, location, data, "application/octet-stream")
     return "query", parameters

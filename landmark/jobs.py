@@ -41,6 +41,7 @@ from . import config as cfg
 from .errors import ConfigError, LandmarkError
 from .indexing import IndexReport, chunks, gather, index_uris
 from .matching import MatchConfig
+from .policy import from_parameters
 
 if TYPE_CHECKING:
     from .session import Session
@@ -272,7 +273,8 @@ def plan_index(session: Session, jobs: Jobs, job_id: str, *, batch_size: int, ra
     job = jobs.start(job_id)
     if job.finished:
         return []
-    uris, unusable = gather(job.parameters["sources"], raise_transient=raise_transient)
+    policy = from_parameters(job.parameters)  # a job from the HTTP API; None from the CLI
+    uris, unusable = gather(job.parameters["sources"], raise_transient=raise_transient, policy=policy)
     return jobs.plan(job_id, list(chunks(uris, batch_size)), unusable)
 
 
@@ -325,7 +327,7 @@ def run_query(session: Session, jobs: Jobs, job_id: str, results: str) -> Job:
     files = session.query(
         parameters["image"], top_k=int(parameters.get("top_k", DEFAULT_TOP_K)), add=bool(parameters.get("add", True)),
         match_config=session.matching(parameters.get("matching")), out=result_stem(results, job_id),
-        progress=progress, on_total=on_total,
+        progress=progress, on_total=on_total, policy=from_parameters(parameters),
     ).files
     return jobs.succeed(job_id, files)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as cfg
 from .clusters import dask_client
@@ -28,6 +28,9 @@ from .search import PartitionCache, rank, search
 from .settings import Settings
 from .sources import normalise, read_bytes
 from .store import ExtractorSpec, Row, Store
+
+if TYPE_CHECKING:
+    from .policy import SourcePolicy
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +168,15 @@ class Session:
         match_config: MatchConfig | None = None,
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
+        policy: SourcePolicy | None = None,
     ) -> QueryResult:
-        """Rank the stored images by verified inliers with ``image``; write files if ``out``."""
+        """Rank the stored images by verified inliers with ``image``; write files if ``out``.
+
+        ``policy``: the sources ``image`` may come from (a job from the HTTP API); none: any.
+        """
         start = time.perf_counter()
         uri = normalise(image)
-        data = read_bytes(uri)
+        data = read_bytes(uri, policy=policy)
         read_seconds = time.perf_counter() - start
         features = extract_bytes(self.extractor, data, uri)
         extract_seconds = time.perf_counter() - start - read_seconds

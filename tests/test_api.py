@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ def make_client(database_url: str, scheduler: str, tmp_path: Path, **settings: A
 @pytest.fixture()
 def http(database_url: str, dask_cluster_address: str, tmp_path: Path) -> Iterator[Any]:
     with make_client(database_url, dask_cluster_address, tmp_path, api_token=TOKEN,
-                     upload_limit_mb=0.5) as client:
+                     upload_limit_mb=0.5, allowed_sources=(str(LANDMARKS),)) as client:
         client.headers["Authorization"] = f"Bearer {TOKEN}"
         yield client
 
@@ -165,3 +166,117 @@ def test_health_says_what_is_unreachable(database_url: str, tmp_path: Path) -> N
     assert report["status"] == "unavailable" and report["database"]["ok"] is True
     assert report["broker"]["ok"] is False and report["dask"]["ok"] is False
     assert str(port) in report["broker"]["detail"] or "refused" in report["broker"]["detail"].lower()
+
+
+# -- the source policy -------------------------------------------------------------------------
+
+OUTSIDE = "not allowed: outside the sources this service may read (LANDMARK_ALLOWED_SOURCES)"
+LINK_OUT = ("not allowed: a symbolic link leads outside the sources this service may read "
+            "(LANDMARK_ALLOWED_SOURCES)")
+
+
+def run(http: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit a JSON job and wait for it."""
+    posted = http.post("/jobs", json=body)
+    assert posted.status_code == 202, posted.text
+    return finished(http, posted.json()["id"])
+
+
+def stored_uris(database_url: str) -> list[str]:
+    import psycopg2
+
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('landmarks') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute("SELECT uri FROM landmarks ORDER BY uri")
+        return [row[0] for row in cur.fetchall()]
+
+
+@pytest.fixture()
+def server_files(tmp_path: Path) -> dict[str, Path]:
+    """An allowed root with two photos, a FIFO, links out and a list; the server's files beside it."""
+    import os
+    import shutil
+
+    root, outside = tmp_path / "allowed", tmp_path / "server"
+    (root / "photos").mkdir(parents=True)
+    (outside / "private").mkdir(parents=True)
+    for photo in PHOTOS[:2]:
+        shutil.copy(photo, root / "photos" / photo.name)
+    shutil.copy(PHOTOS[2], outside / "private" / "secret.jpg")
+    (outside / "passwords.txt").write_text(f"hunter2\n{outside / 'private' / 'secret.jpg'}\n")
+    os.mkfifo(root / "photos" / "pipe.jpg")
+    (root / "photos" / "private").symlink_to(outside / "private")
+    (root / "photos" / "secret.jpg").symlink_to(outside / "private" / "secret.jpg")
+    (root / "list.txt").write_text(f"photos/{PHOTOS[0].name}\n{outside}/private/secret.jpg\nhunter2\n"
+                                   f"../server/passwords.txt\nphotos/secret.jpg\n")
+    return {"root": root, "photos": root / "photos", "outside": outside}
+
+
+@pytest.mark.timeout(300)
+def test_the_api_reads_only_what_the_operator_allows(
+    database_url: str, dask_cluster_address: str, tmp_path: Path, server_files: dict[str, Path]
+) -> None:
+    root, photos, outside = server_files["root"], server_files["photos"], server_files["outside"]
+    with make_client(database_url, dask_cluster_address, tmp_path, allowed_sources=(str(root),)) as http:
+        # Refused at submit, without a look at the disk: 403, and the same answer for what exists and what does not.
+        for source in (str(outside), str(outside / "passwords.txt"), "/dev/zero", f"{root}/../server/private",
+                       (outside / "passwords.txt").as_uri(), "/etc/shadow", "/etc/no-such-file"):
+            answer = http.post("/jobs", json={"kind": "index", "sources": [str(photos), source]})
+            assert (answer.status_code, answer.json()) == (403, {"detail": f"{source}: {OUTSIDE}"}), source
+        existing = http.post("/jobs", json={"kind": "query", "image": str(outside / "private" / "secret.jpg")})
+        missing = http.post("/jobs", json={"kind": "query", "image": str(outside / "private" / "absent.jpg")})
+        assert existing.status_code == missing.status_code == 403
+        assert existing.json()["detail"].replace("secret", "X") == missing.json()["detail"].replace("absent", "X")
+        assert http.post("/jobs", json={"kind": "index", "sources": ["ftp://x/a.jpg"]}).json() == {
+            "detail": "sources: ftp://x/a.jpg: unsupported URI scheme (use a path, file:// or s3://)"}
+
+        # Inside the root: links out are not followed, the FIFO is not opened, the rest is stored.
+        walked = run(http, {"kind": "index", "sources": [str(photos)]})
+        assert walked["status"] == "succeeded" and walked["result"]["stored"] == 2
+        assert walked["parameters"]["allowed_sources"] == [str(root)]
+        assert walked["result"]["failed"] == [
+            {"uri": (photos / "pipe.jpg").as_uri(), "reason": "not a regular file (a FIFO)"},
+            {"uri": (photos / "private").as_uri(), "reason": LINK_OUT},
+            {"uri": (photos / "secret.jpg").as_uri(), "reason": LINK_OUT},
+        ]
+        stored = sorted((photos / p.name).as_uri() for p in PHOTOS[:2])
+        assert stored_uris(database_url) == stored
+
+        # A list inside the root: each bad line reported by number, none of its text shown.
+        listed = run(http, {"kind": "index", "sources": [str(root / "list.txt")]})
+        where = f"{(root / 'list.txt').as_uri()} line"
+        assert listed["result"]["failed"] == [
+            {"uri": f"{where} 2", "reason": OUTSIDE}, {"uri": f"{where} 3", "reason": "no such file"},
+            {"uri": f"{where} 4", "reason": OUTSIDE}, {"uri": f"{where} 5", "reason": LINK_OUT},
+        ]
+        assert (listed["status"], listed["result"]["unchanged"]) == ("succeeded", 1)
+        assert "hunter2" not in json.dumps(listed) and "secret" not in json.dumps(listed)
+
+        # A FIFO named directly ends its job instead of hanging it; so does a query through a link out.
+        fifo = run(http, {"kind": "index", "sources": [str(photos / "pipe.jpg")]})
+        assert fifo["status"] == "failed" and fifo["result"]["failed"] == [
+            {"uri": (photos / "pipe.jpg").as_uri(), "reason": "not a regular file (a FIFO)"}]
+        linked = run(http, {"kind": "query", "image": str(photos / "secret.jpg"), "add": True})
+        assert linked["status"] == "failed" and linked["error"] == f"{(photos / 'secret.jpg').as_uri()}: {LINK_OUT}"
+    assert stored_uris(database_url) == stored
+
+
+def test_with_no_policy_only_uploads_are_queried(database_url: str, dask_cluster_address: str, tmp_path: Path) -> None:
+    with make_client(database_url, dask_cluster_address, tmp_path) as http:
+        empty = "not allowed: this service reads no sources named in requests (LANDMARK_ALLOWED_SOURCES is empty)"
+        for body in ({"kind": "index", "sources": [str(PHOTOS[0])]}, {"kind": "query", "image": str(PHOTOS[0])},
+                     {"kind": "index", "sources": ["s3://bucket/photos/"]}):
+            answer = http.post("/jobs", json=body)
+            name = body.get("image") or body["sources"][0]
+            assert (answer.status_code, answer.json()) == (403, {"detail": f"{name}: {empty}"})
+
+        uploaded = http.post("/jobs", files={"image": ("q.jpg", small_jpeg(PHOTOS[0]), "image/jpeg")},
+                             data={"add": "true"})
+        assert uploaded.status_code == 202, uploaded.text
+        folder = Path(uploaded.json()["parameters"]["image"]).parent
+        assert uploaded.json()["parameters"]["allowed_sources"] == [str(folder)]
+        done = finished(http, uploaded.json()["id"])
+        assert done["status"] == "succeeded", done
+    assert stored_uris(database_url) == [(folder / "q.jpg").as_uri()]

@@ -108,7 +108,8 @@ def test_jobs_by_cli_and_http_are_run_by_separate_workers(
         assert rows(database_url) == (len(PHOTOS), len(PHOTOS))
 
         settings = cfg.resolve(Settings, {"database_url": database_url, "broker_url": broker_url,
-                                          "results": str(tmp_path / "results")}, environ={})
+                                          "results": str(tmp_path / "results"),
+                                          "allowed_sources": (f"s3://{bucket}/",)}, environ={})
         with TestClient(create_api(settings)) as http:
             query = uris[PHOTOS.index(LANDMARKS / "sacre_coeur" / "lightglue_sacre_coeur1.jpg")]
             answer = http.post("/jobs", json={"kind": "query", "image": query, "top_k": 5, "add": False})
