@@ -355,16 +355,16 @@ async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[s
     # The job may read its own upload, and what the operator allows, nothing else.
     policy = settings.source_policy.widened(folder if "://" in folder else os.path.abspath(folder))
     parameters = policy.confine(query_parameters(location, top_k=top_k, add=add, matching=matching))
-    await run_in_threadpool(_check_image, data, f"upload {name!r}")
+    await run_in_threadpool(_check_image, data, f"upload {name!r}", settings.max_image_pixels)
     await run_in_threadpool(put, location, data, "application/octet-stream")
     return "query", parameters
 
 
-def _check_image(data: bytes, name: str) -> None:
+def _check_image(data: bytes, name: str, max_pixels: int) -> None:
     from .images import decode_image
 
     try:
-        decode_image(data, name, 64)
+        decode_image(data, name, 64, max_pixels=max_pixels)
     except ImageError as error:
         raise ApiError(422, str(error)) from None
 

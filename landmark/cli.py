@@ -28,7 +28,7 @@ LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, whic
 
 
 STORE_ONLY = ("dask_scheduler", "dask_workers", "partition_size", "extractor", "results", "broker_url",
-              "extract_batch")
+              "extract_batch", "max_image_pixels")
 """Settings that commands which only read the store do not take."""
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .contract import Features
 from .errors import ImageError, LandmarkError, TransientError
 from .extractors.base import Extractor
-from .images import decode_image
+from .images import MAX_PIXELS, decode_image
 from .sources import Unusable, expand, normalise, read_bytes
 from .store import Row, Store
 
@@ -80,9 +80,10 @@ def _as_uri(source: str) -> str:
         return source
 
 
-def extract_bytes(extractor: Extractor, data: bytes, uri: str) -> Features:
-    """Decode ``data`` and extract its features; an image with none is an :class:`ImageError`."""
-    image = decode_image(data, uri, extractor.config.max_image_side)
+def extract_bytes(extractor: Extractor, data: bytes, uri: str, *, max_pixels: int = MAX_PIXELS) -> Features:
+    """Decode ``data`` (refused over ``max_pixels``) and extract its features; an image with none
+    is an :class:`ImageError`."""
+    image = decode_image(data, uri, extractor.config.max_image_side, max_pixels=max_pixels)
     features = extractor.extract(image)
     if features.num_features == 0:
         raise ImageError(uri, "no local features found (blank or featureless image)")
@@ -102,8 +103,10 @@ def index_uris(
     threads: int = 2,
     progress: Callable[[int], None] | None = None,
     raise_transient: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> IndexReport:
-    """Index every image of ``uris`` into ``store`` with ``extractor``.
+    """Index every image of ``uris`` into ``store`` with ``extractor``; images of more than
+    ``max_pixels`` pixels are refused before decoding.
 
     An image whose source cannot be reached for now (:class:`TransientError`) is reported as
     failed like a bad one, unless ``raise_transient``: then the error is raised before anything
@@ -112,14 +115,15 @@ def index_uris(
     report = IndexReport()
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="landmark-index") as pool:
         for chunk in chunks(uris, batch_size):
-            report.merge(_index_chunk(store, extractor, chunk, pool, raise_transient))
+            report.merge(_index_chunk(store, extractor, chunk, pool, raise_transient, max_pixels))
             if progress is not None:
                 progress(len(chunk))
     return report
 
 
 def _index_chunk(
-    store: Store, extractor: Extractor, uris: list[str], pool: ThreadPoolExecutor, raise_transient: bool
+    store: Store, extractor: Extractor, uris: list[str], pool: ThreadPoolExecutor, raise_transient: bool,
+    max_pixels: int,
 ) -> IndexReport:
     report = IndexReport()
     payloads: dict[str, bytes] = {}
@@ -135,7 +139,7 @@ def _index_chunk(
     todo = [uri for uri in payloads if stored_hashes.get(uri) != hashes[uri]]
     report.unchanged = len(payloads) - len(todo)
     rows = []
-    for uri, outcome in zip(todo, pool.map(lambda u: _extract(extractor, payloads[u], u), todo)):
+    for uri, outcome in zip(todo, pool.map(lambda u: _extract(extractor, payloads[u], u, max_pixels), todo)):
         if isinstance(outcome, LandmarkError):
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
@@ -153,9 +157,9 @@ def _read(uri: str) -> bytes | LandmarkError:
         return error
 
 
-def _extract(extractor: Extractor, data: bytes, uri: str) -> Features | LandmarkError:
+def _extract(extractor: Extractor, data: bytes, uri: str, max_pixels: int) -> Features | LandmarkError:
     try:
-        return extract_bytes(extractor, data, uri)
+        return extract_bytes(extractor, data, uri, max_pixels=max_pixels)
     except LandmarkError as error:
         return error
     except Exception as error:  # an extractor crash on one image must not end the batch

@@ -294,7 +294,7 @@ def index_batch(
         reason = f"given up after {max_attempts} attempts at its batch (the worker process died each time)"
         return jobs.finish(job_id, batch, IndexReport(failed=[(uri, reason) for uri in claim.uris]))
     report = index_uris(session.store, session.extractor, claim.uris, batch_size=len(claim.uris),
-                        raise_transient=raise_transient)
+                        raise_transient=raise_transient, max_pixels=session.settings.max_image_pixels)
     return jobs.finish(job_id, batch, report)
 
 

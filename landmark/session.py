@@ -154,7 +154,8 @@ class Session:
         uris, unusable = gather(sources)
         if on_total is not None:
             on_total(len(uris))
-        report = index_uris(self.store, self.extractor, list(uris), progress=progress) if uris else IndexReport()
+        report = index_uris(self.store, self.extractor, list(uris), progress=progress,
+                            max_pixels=self.settings.max_image_pixels) if uris else IndexReport()
         report.failed[:0] = unusable
         return report
 
@@ -178,7 +179,7 @@ class Session:
         uri = normalise(image)
         data = read_bytes(uri, policy=policy)
         read_seconds = time.perf_counter() - start
-        features = extract_bytes(self.extractor, data, uri)
+        features = extract_bytes(self.extractor, data, uri, max_pixels=self.settings.max_image_pixels)
         extract_seconds = time.perf_counter() - start - read_seconds
         result = self.query_features(
             uri, features, top_k=top_k, match_config=match_config, progress=progress, on_total=on_total

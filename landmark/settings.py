@@ -14,6 +14,7 @@ from typing import Literal
 
 from .config import setting
 from .errors import ConfigError
+from .images import MAX_PIXELS
 from .policy import SourcePolicy
 
 
@@ -107,6 +108,10 @@ class Settings:
         help="what requests to the HTTP API may name as sources: comma-separated absolute directories and "
         "s3://bucket/ or s3://bucket/prefix/ entries (empty: nothing; uploads still work)",
     )
+    max_image_pixels: int = setting(
+        MAX_PIXELS, env="LANDMARK_MAX_IMAGE_PIXELS",
+        help="largest image decoded, in pixels (width x height); a larger one is refused before decoding",
+    )
 
     def validate(self) -> None:
         if self.dask_workers < 0:
@@ -130,6 +135,8 @@ class Settings:
             )
         if self.upload_limit_mb <= 0:
             raise ConfigError(f"upload_limit_mb: must be more than 0, got {self.upload_limit_mb}")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels: must be at least 1, got {self.max_image_pixels}")
         _ = self.source_policy  # a bad entry fails here, at start-up
 
     @property

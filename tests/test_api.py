@@ -264,13 +264,24 @@ def test_the_api_reads_only_what_the_operator_allows(
 
 
 def test_with_no_policy_only_uploads_are_queried(database_url: str, dask_cluster_address: str, tmp_path: Path) -> None:
-    with make_client(database_url, dask_cluster_address, tmp_path) as http:
+    import io
+
+    from PIL import Image
+
+    with make_client(database_url, dask_cluster_address, tmp_path, max_image_pixels=400_000) as http:
         empty = "not allowed: this service reads no sources named in requests (LANDMARK_ALLOWED_SOURCES is empty)"
         for body in ({"kind": "index", "sources": [str(PHOTOS[0])]}, {"kind": "query", "image": str(PHOTOS[0])},
                      {"kind": "index", "sources": ["s3://bucket/photos/"]}):
             answer = http.post("/jobs", json=body)
             name = body.get("image") or body["sources"][0]
             assert (answer.status_code, answer.json()) == (403, {"detail": f"{name}: {empty}"})
+
+        big = io.BytesIO()
+        Image.open(PHOTOS[0]).convert("RGB").resize((1000, 800)).save(big, format="JPEG")
+        refused = http.post("/jobs", files={"image": ("big.jpg", big.getvalue(), "image/jpeg")})
+        assert (refused.status_code, refused.json()["detail"]) == (422, (
+            "upload 'big.jpg': image too large (1000x800 = 800000 pixels, limit 400000); "
+            "refusing to decode a possible decompression bomb"))
 
         uploaded = http.post("/jobs", files={"image": ("q.jpg", small_jpeg(PHOTOS[0]), "image/jpeg")},
                              data={"add": "true"})

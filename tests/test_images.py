@@ -195,3 +195,10 @@ def test_decoding_a_huge_jpeg_takes_a_fraction_of_its_size_in_memory(tmp_path: P
     assert shape == "(1024, 1024, 3)"
     assert int(grown_kb) < 100_000, done.stdout
 
+
+def test_the_pixel_budget_is_a_setting() -> None:
+    from landmark import config as cfg
+    from landmark.settings import Settings
+
+    assert cfg.resolve(Settings, environ={}).max_image_pixels == 100_000_000
+    assert cfg.resolve(Settings, environ={"LANDMARK_MAX_IMAGE_PIXELS": "2000000"}).max_image_pixels == 2_000_000
