@@ -75,7 +75,12 @@ def normalise(source: str, base: Path | None = None) -> str:
         path = Path(os.path.expanduser(source))
         if not path.is_absolute() and base is not None:
             path = base / path
-    return Path(os.path.abspath(path)).as_uri()
+    if "\x00" in str(path):  # percent-encoded in a file:// URI
+        raise SourceError(f"{source}: names a NUL character")
+    try:
+        return Path(os.path.abspath(path)).as_uri()
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold (from JSON's \ud800)
+        raise SourceError(f"{source!r}: not a file name this system can hold") from None
 
 
 def local_path(uri: str) -> Path:

@@ -229,8 +229,14 @@ def test_the_api_reads_only_what_the_operator_allows(
         missing = http.post("/jobs", json={"kind": "query", "image": str(outside / "private" / "absent.jpg")})
         assert existing.status_code == missing.status_code == 403
         assert existing.json()["detail"].replace("secret", "X") == missing.json()["detail"].replace("absent", "X")
-        assert http.post("/jobs", json={"kind": "index", "sources": ["ftp://x/a.jpg"]}).json() == {
-            "detail": "sources: ftp://x/a.jpg: unsupported URI scheme (use a path, file:// or s3://)"}
+        unusable = {
+            "ftp://x/a.jpg": "ftp://x/a.jpg: unsupported URI scheme (use a path, file:// or s3://)",
+            f"{root}/\ud800.jpg": f"'{root}/\\ud800.jpg': not a file name this system can hold",
+        }
+        for source, detail in unusable.items():  # sent as JSON escapes: a lone \ud800
+            answer = http.post("/jobs", content=json.dumps({"kind": "index", "sources": [source]}),
+                               headers={"content-type": "application/json"})
+            assert (answer.status_code, answer.json()) == (422, {"detail": f"sources: {detail}"})
 
         # Inside the root: links out are not followed, the FIFO is not opened, the rest is stored.
         walked = run(http, {"kind": "index", "sources": [str(photos)]})

@@ -41,7 +41,7 @@ def test_local_sources_are_checked_lexically_after_normalising() -> None:
     assert policy.check("/srv/photos/a/b.jpg") == "file:///srv/photos/a/b.jpg"
     assert policy.check("file:///srv/photos/x/../c%20d.jpg") == "file:///srv/photos/c%20d.jpg"
     for source in ("/srv/photos/../secret", "/srv/photos2/a.jpg", "/srv", "/etc/passwd", "file:///etc/passwd",
-                   "/srv/photos/a/../../photos2/x.jpg", "s3://bucket/a.jpg"):
+                   "/srv/photos/a/../../photos2/x.jpg", "file:///srv/photos/%2E%2E/secret", "s3://bucket/a.jpg"):
         assert refusal(policy, source) == f"{source}: not allowed: {OUTSIDE}"
 
 

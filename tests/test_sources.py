@@ -30,6 +30,15 @@ def test_local_paths_become_absolute_file_uris(tmp_path: Path, monkeypatch: pyte
     assert normalise(str(tmp_path / "p.jpg")) == normalise("file://" + str(tmp_path / "p.jpg"))
 
 
+def test_names_no_file_can_hold_are_refused() -> None:
+    with pytest.raises(SourceError) as error:
+        normalise("file:///srv/a%00.jpg")
+    assert str(error.value) == "file:///srv/a%00.jpg: names a NUL character"
+    with pytest.raises(SourceError) as error:
+        normalise("/srv/\ud800.jpg")
+    assert str(error.value) == "'/srv/\\ud800.jpg': not a file name this system can hold"
+
+
 def test_s3_uris_keep_their_identity() -> None:
     assert normalise("s3://bucket/a//b.jpg") == "s3://bucket/a/b.jpg"
     with pytest.raises(SourceError) as error:
