@@ -131,3 +131,29 @@ def test_an_index_job_where_nothing_can_be_stored_fails(database_url: str, dask_
         assert job.status == "failed"
         assert job.error.startswith(f"none of the 1 images could be indexed; first failure: {(tmp_path / 'note.jpg').as_uri()}: ")
         assert (job.done, job.failed, job.total) == (0, 1, 1)
+
+
+def test_concurrent_indexers_count_what_they_wrote(database_url: str, dask_cluster_address: str) -> None:
+    """Two indexers that looked the same images up before either stored them: the second writes
+    nothing, and says so, rather than counting them as stored too."""
+    from typing import Any
+
+    from landmark.indexing import index_uris
+    from landmark.store import Store
+
+    class LookedUpEarly:  # the store as the second indexer saw it: nothing stored yet
+        def __init__(self, store: Store) -> None:
+            self.store = store
+
+        def content_hashes(self, uris: list[str]) -> dict[str, str]:
+            return {}
+
+        def upsert(self, rows: Any) -> int:
+            return self.store.upsert(rows)
+
+    uris = [p.as_uri() for p in PHOTOS[:3]]
+    with session(database_url, dask_cluster_address) as lm:
+        assert index_uris(lm.store, lm.extractor, uris).stored == 3
+        late = index_uris(LookedUpEarly(lm.store), lm.extractor, uris)  # type: ignore[arg-type]
+        assert (late.stored, late.unchanged, late.failed) == (0, 3, [])
+        assert lm.store.count() == 3
