@@ -7,7 +7,8 @@ concurrent workers agree). Without ``LANDMARK_DATABASE_URL`` the store is an emb
 
 The connection survives the server restarting: it is checked before use when it has been idle
 (:data:`PING_AFTER_S`) and reopened if it died; a read whose connection is lost midway is tried
-once more on a new one.
+once more on a new one. Other modules reach the database through :meth:`Store.transaction`
+and :meth:`Store.run`, never through the connection itself.
 """
 
 from __future__ import annotations
@@ -67,39 +68,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE landmarks ALTER COLUMN locations SET STORAGE EXTERNAL,
                           ALTER COLUMN descriptors SET STORAGE EXTERNAL;
     """,
-    # 4: jobs (see landmark.jobs)
-    """
-    CREATE TABLE IF NOT EXISTS jobs (
-        id          text PRIMARY KEY,
-        kind        text NOT NULL CHECK (kind IN ('index', 'query')),
-        status      text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
-        parameters  jsonb NOT NULL,
-        done        integer NOT NULL DEFAULT 0,
-        failed      integer NOT NULL DEFAULT 0,
-        total       integer NOT NULL DEFAULT 0,
-        error       text,
-        result      jsonb,
-        created_at  timestamptz NOT NULL DEFAULT now(),
-        started_at  timestamptz,
-        finished_at timestamptz
-    );
-    """,
-    # 5: an index job's batches (see landmark.jobs): the unit a queue worker takes, so that a
-    # batch delivered twice is counted once and a job knows when its last batch is in
-    """
-    CREATE TABLE IF NOT EXISTS job_batches (
-        job_id      text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        batch       integer NOT NULL,
-        uris        jsonb NOT NULL,
-        attempts    integer NOT NULL DEFAULT 0,
-        worker      text,
-        stored      integer NOT NULL DEFAULT 0,
-        unchanged   integer NOT NULL DEFAULT 0,
-        failures    jsonb NOT NULL DEFAULT '[]',
-        finished_at timestamptz,
-        PRIMARY KEY (job_id, batch)
-    );
-    """,
+    # 4, 5: the jobs tables, now migrations 1 and 2 of landmark.jobs.table (which owns them); the
+    # numbers stay so that a store already past them is not migrated again
+    "",
+    "",
     # 6: descriptors stored as float16 or int8 (see landmark.contract); the length check follows
     """
     ALTER TABLE landmarks ADD COLUMN IF NOT EXISTS descriptor_encoding text NOT NULL DEFAULT 'float16'
@@ -198,10 +170,6 @@ class Store:
         """A second connection to the same store (opened on first use), for another thread: a
         psycopg2 connection runs one transaction at a time."""
         return Store(self.url, location=self.location, migrate=False)
-
-    @property
-    def connection(self):  # noqa: ANN201 - psycopg2 connection, for adapters on the same database
-        return self._live()
 
     def close(self) -> None:
         if self._conn is not None:
