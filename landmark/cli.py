@@ -360,6 +360,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     argv = worker_argv(queues, concurrency=args.concurrency, loglevel=args.loglevel)
+    if "--pool=solo" not in argv:
+        # SIGTERM as a cold shutdown: the pool's tasks get LANDMARK_SHUTDOWN_GRACE seconds (Celery's
+        # soft shutdown), then go back to the queue, where a warm shutdown would wait for them for
+        # ever (see workers.process; read by Celery's pool module, which is not imported yet).
+        os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     app = create_app(settings)
     app.worker_main(argv=argv)
     return 0

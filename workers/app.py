@@ -11,6 +11,9 @@ the broker cannot give back soon (on Redis, a task of a worker that vanished who
 after ``LANDMARK_BROKER_VISIBILITY_TIMEOUT``; a broker restarted without its data has lost its
 tasks) the sweeper sends again once the work's lease has run out (``LANDMARK_JOB_LEASE``).
 
+Stopping is bounded: ``landmark worker`` makes SIGTERM a soft shutdown, which gives the tasks at
+hand ``LANDMARK_SHUTDOWN_GRACE`` seconds and then cancels them back to the queue.
+
 ``celery -A workers.app worker`` works as usual (settings from the environment); ``landmark worker``
 is the same with the pool and concurrency chosen for the queues.
 """
@@ -62,6 +65,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
+        # SIGTERM (made a cold shutdown by landmark worker) waits this long for the tasks at hand
+        "worker_soft_shutdown_timeout": settings.shutdown_grace,
         "include": ["workers.tasks"],
     }
     if settings.broker_url.startswith(("redis://", "rediss://")):
