@@ -8,7 +8,8 @@
                                          (a JSON object). 202 with the job.
 ``GET /jobs/{id}``                       the job: status, progress, error, result locations
 ``GET /jobs/{id}/result.txt``, ``.json`` a query job's ranking (409 until it has succeeded)
-``GET /health``                          database, broker and Dask reachable or not (200 or 503)
+``GET /health``                          database, broker and Dask reachable or not, and whether the
+                                         server can run jobs (``runner``): 200, or 503 if not
 =======================================  ============================================================
 
 Every error answers ``{"detail": "<message>"}``, the message naming the input at fault. With
@@ -24,11 +25,16 @@ Uploads are stored under ``<results>/uploads/<id>/`` so that a worker on another
 them when the results location is shared (an ``s3://`` prefix). A query by upload is not added
 to the store unless ``add`` is true: an uploaded photo is a question, not part of the collection.
 
-With no broker, jobs run inside this server, one at a time, on a thread with its own session.
+With no broker, jobs run inside this server, one at a time, on a thread with its own session
+(:class:`~landmark.jobs.Runner`). Either way the server runs a sweeper (:class:`~landmark.jobs.Sweeper`),
+which resumes work whose lease ran out, including what a server stopped or killed left behind.
+On shutdown (SIGTERM) it takes no more jobs, gives the job at hand ``LANDMARK_SHUTDOWN_GRACE``
+seconds, then hands it back (queued) and exits.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -36,7 +42,6 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, Literal
 
@@ -49,8 +54,10 @@ from . import __version__
 from . import config as cfg
 from .api_input import FORM_FIELD_BYTES, ApiError, limited, parse_json, read_json
 from .errors import ConfigError, ForbiddenSourceError, ImageError, LandmarkError, SourceError
-from .jobs import KINDS, RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, index_parameters, query_parameters
-from .jobs import run as run_job
+from .jobs import (
+    KINDS, RESULT_TYPES, Job, JobNotFoundError, Jobs, NoResultError, Runner, Sweeper, index_parameters,
+    query_parameters,
+)
 from .results import put, remove
 from .jobs import submit as submit_job
 from .policy import SourcePolicy
@@ -107,22 +114,34 @@ ERROR_STATUS: dict[type[LandmarkError], int] = {
 
 
 class Service:
-    """What the endpoints share: settings, a store connection for reads, the in-process runner."""
+    """What the endpoints share: settings, a store connection for reads, where jobs are sent (the
+    broker, or the in-process runner), and the sweeper."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._store: Store | None = None
         self._lock = threading.Lock()
-        self._runner: ThreadPoolExecutor | None = None
-        self._runner_session: Session | None = None
+        self.runner: Runner | None = None
+        if settings.broker_url:
+            from workers.app import enqueue
+
+            self.send = functools.partial(enqueue, settings)
+        else:
+            self.runner = Runner(settings, Session)
+            self.send = self.runner.send
+        self._sweeper = Sweeper(lambda: Jobs(open_store(settings)), self.send, settings,
+                                resend_waiting=self.runner is not None)
+
+    def start(self) -> None:
+        """Start sweeping: its first sweep resumes what a stopped or killed server left behind."""
+        self._sweeper.start()
 
     @contextmanager
     def _jobs(self) -> Iterator[Jobs]:
-        """The jobs table on the shared connection, held for the caller alone."""
+        """The jobs table on the shared connection (reopened after a database restart), held for
+        the caller alone."""
         with self._lock:
-            if self._store is None or self._store.connection.closed:
-                self._store = open_store(self.settings)
-            yield Jobs(self._store)
+            yield Jobs(self._opened())
 
     def get(self, job_id: str) -> Job:
         with self._jobs() as jobs:
@@ -130,32 +149,15 @@ class Service:
 
     def submit(self, kind: str, parameters: dict[str, Any]) -> Job:
         with self._jobs() as jobs:
-            return submit_job(jobs, self.settings, kind, parameters, run_here=self._run_later)
-
-    def _run_later(self, job_id: str) -> None:
-        if self._runner is None:
-            self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-job")
-        self._runner.submit(self._run, job_id)
-
-    def _run(self, job_id: str) -> None:
-        if self._runner_session is None:
-            self._runner_session = Session(self.settings)
-        session = self._runner_session
-        run_job(session, Jobs(session.store), job_id, self.settings.results_location,
-                batch_size=self.settings.extract_batch)
+            return submit_job(jobs, kind, parameters, self.send, lease_s=self.settings.job_lease)
 
     def close(self) -> None:
-        if self._runner is not None:
-            # The runner's session (its Dask client) is closed on the thread that opened it.
-            self._runner.submit(self._close_runner_session)
-            self._runner.shutdown(wait=True)
+        """Stop sweeping and taking jobs; the job at hand gets the grace period, then is handed back."""
+        self._sweeper.stop()
+        if self.runner is not None:
+            self.runner.stop(self.settings.shutdown_grace)
         if self._store is not None:
             self._store.close()
-
-    def _close_runner_session(self) -> None:
-        if self._runner_session is not None:
-            self._runner_session.close()
-            self._runner_session = None
 
     def health(self) -> dict[str, Any]:
         checks = {"database": self._check_database, "broker": self._check_broker, "dask": self._check_dask}
@@ -165,17 +167,25 @@ class Service:
                 report[name] = {"ok": True, "detail": check()}
             except Exception as error:  # any failure is the answer, not a crash
                 report[name] = {"ok": False, "detail": f"{type(error).__name__}: {error}".strip()}
+        report["runner"] = self._runner_state(report["database"]["ok"])
         report["status"] = "ok" if all(part["ok"] for part in report.values()) else "unavailable"
         return report
 
+    def _runner_state(self, database_ok: bool) -> dict[str, Any]:
+        if self.runner is None:
+            return {"ok": True, "detail": "none here: queue workers run the jobs"}
+        if not database_ok:
+            return {"ok": False, "detail": "cannot run jobs: the database is unreachable"}
+        return self.runner.state()
+
     def _check_database(self) -> str:
-        with self._jobs():
-            store = self._store
-            assert store is not None
-            with store.connection.cursor() as cur:
-                cur.execute("SELECT 1")
-            store.connection.rollback()
-            return store.location
+        with self._lock:
+            return self._opened().ping()
+
+    def _opened(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
 
     def _check_broker(self) -> str:
         if not self.settings.broker_url:
@@ -203,6 +213,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
+        service.start()
         yield
         service.close()
 
@@ -285,7 +296,7 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         def openapi() -> dict[str, Any]:
             return app.openapi()
 
-    @app.get("/health", summary="database, broker and Dask reachable or not")
+    @app.get("/health", summary="database, broker and Dask reachable or not, and whether jobs can run")
     def health() -> JSONResponse:
         report = service.health()
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)

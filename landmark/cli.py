@@ -332,17 +332,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         parameters = query_parameters(args.image, top_k=args.top_k, add=args.add,
                                       matching=cfg.options_from(args, MatchConfig))
     with _session(args, settings=settings, extractor_options=_extractor_options(args.extractor_option)) as session:
-        jobs = Jobs(session.store)
         job = submit(
-            jobs, settings, args.kind, parameters,
-            run_here=lambda job_id: run(session, jobs, job_id, settings.results_location,
-                                        batch_size=settings.extract_batch),
-            on_created=lambda created: print(created.id, flush=True),
+            Jobs(session.store), args.kind, parameters,
+            _sender(settings) or (lambda work: run(session, work.job_id)),  # no broker: run it here, now
+            lease_s=settings.job_lease, on_created=lambda created: print(created.id, flush=True),
         )
     if job.status == "failed":
         print(f"landmark submit: job {job.id} failed: {job.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sender(settings: Settings):  # noqa: ANN202 - Callable[[Work], None] | None
+    """The queue's sender for ``settings``, or ``None`` with no broker."""
+    if not settings.broker_url:
+        return None
+    import functools
+
+    from workers.app import enqueue
+
+    return functools.partial(enqueue, settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -351,6 +360,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     argv = worker_argv(queues, concurrency=args.concurrency, loglevel=args.loglevel)
+    if "--pool=solo" not in argv:
+        # SIGTERM as a cold shutdown: the pool's tasks get LANDMARK_SHUTDOWN_GRACE seconds (Celery's
+        # soft shutdown), then go back to the queue, where a warm shutdown would wait for them for
+        # ever (see workers.process; read by Celery's pool module, which is not imported yet).
+        os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     app = create_app(settings)
     app.worker_main(argv=argv)
     return 0
@@ -362,7 +376,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .api import create_api
 
     settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
-    uvicorn.run(create_api(settings), host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    uvicorn.run(create_api(settings), host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     return 0
 
 
@@ -381,6 +396,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"job:      {job.id} ({job.kind})")
     print(f"status:   {job.status}")
     print(f"progress: {job.done} of {job.total} done, {job.failed} failed")
+    if job.last_progress_at and not job.finished:
+        lease = f"; lease until {job.lease_until:%Y-%m-%d %H:%M:%S%z}" if job.lease_until else ""
+        print(f"last progress: {job.last_progress_at:%Y-%m-%d %H:%M:%S%z} (attempt {job.attempts}, "
+              f"{job.worker or 'not taken yet'}{lease})")
     if job.error:
         print(f"error:    {job.error}")
     if job.result and job.kind == "query":

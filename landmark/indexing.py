@@ -144,7 +144,8 @@ def _index_chunk(
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
             rows.append(Row(uri, extractor.name, outcome, hashes[uri], extractor.descriptor_encoding))
-    # Another indexer may have stored some of them meanwhile: those count as unchanged, not twice.
+    # Counted from what the database wrote, not from what was sent: another indexer may have
+    # stored the same image since its hash was looked up, and then this write changes nothing.
     report.stored = store.upsert(rows)
     report.unchanged += len(rows) - report.stored
     return report

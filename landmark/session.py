@@ -116,14 +116,6 @@ class Session:
             self._cache = PartitionCache(self.client, self.store.url)
         return self._cache
 
-    def reconnect(self) -> None:
-        """Drop the database connection (after a failure); the next use opens a new one."""
-        if self._store is not None:
-            try:
-                self._store.close()
-            finally:
-                self._store = None
-
     def close(self) -> None:
         self._cache = None
         if self._client_cm is not None:

@@ -96,6 +96,20 @@ class Settings:
         600, env="LANDMARK_BROKER_VISIBILITY_TIMEOUT", cli=False,
         help="Redis only: seconds before a task taken by a worker that vanished is handed out again",
     )
+    job_lease: float = setting(
+        90.0, env="LANDMARK_JOB_LEASE", cli=False,
+        help="seconds a running batch or query job is held without a heartbeat before the sweeper hands "
+        "it to another worker (heartbeats and sweeps come every third of it)",
+    )
+    job_retries: int = setting(
+        5, env="LANDMARK_JOB_RETRIES", cli=False,
+        help="retries of a step that failed for a passing reason (S3, database or broker unreachable), with "
+        "backoff; a unit of work is given up after this many attempts and 3 more (lost workers)",
+    )
+    shutdown_grace: float = setting(
+        30.0, env="LANDMARK_SHUTDOWN_GRACE", cli=False,
+        help="seconds a stopping server or worker gives the job at hand to finish before handing it back",
+    )
     api_token: str = setting(
         "", env="LANDMARK_API_TOKEN", cli=False,
         help="bearer token the HTTP API requires on every endpoint but /health (empty: no auth)",
@@ -133,6 +147,12 @@ class Settings:
             raise ConfigError(
                 f"broker_url: {self.broker_url!r} is not a Redis (redis://) or RabbitMQ (amqp://) URL"
             )
+        if self.job_lease < 1:
+            raise ConfigError(f"job_lease: must be at least 1 second, got {self.job_lease:g}")
+        if self.job_retries < 0:
+            raise ConfigError(f"job_retries: must be 0 or more, got {self.job_retries}")
+        if self.shutdown_grace < 0:
+            raise ConfigError(f"shutdown_grace: must be 0 or more seconds, got {self.shutdown_grace:g}")
         if self.upload_limit_mb <= 0:
             raise ConfigError(f"upload_limit_mb: must be more than 0, got {self.upload_limit_mb}")
         if self.max_image_pixels < 1:
@@ -151,6 +171,11 @@ class Settings:
     def source_policy(self) -> SourcePolicy:
         """What requests to the HTTP API may name (:mod:`landmark.policy`)."""
         return SourcePolicy.parse(self.allowed_sources)
+
+    @property
+    def job_attempts(self) -> int:
+        """Claims of one unit of work before it is given up: its retries and a few lost workers."""
+        return self.job_retries + 3
 
     @property
     def local_workers(self) -> int:

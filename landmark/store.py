@@ -1,8 +1,14 @@
 """The feature store: the ``landmarks`` table in PostgreSQL, through psycopg2.
 
 The table layout and byte encodings are the contract's (:mod:`landmark.contract`). The
-schema is created and migrated here, under an advisory lock so concurrent workers agree.
-Without ``LANDMARK_DATABASE_URL`` the store is an embedded server (:mod:`landmark.embedded`).
+schema is created and migrated here (:mod:`landmark.schema`: under an advisory lock, so
+concurrent workers agree). Without ``LANDMARK_DATABASE_URL`` the store is an embedded server
+(:mod:`landmark.embedded`).
+
+The connection survives the server restarting: it is checked before use when it has been idle
+(:data:`PING_AFTER_S`) and reopened if it died; a read whose connection is lost midway is tried
+once more on a new one. Other modules reach the database through :meth:`Store.transaction`
+and :meth:`Store.run`, never through the connection itself.
 """
 
 from __future__ import annotations
@@ -10,14 +16,22 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .contract import FeatureBatch, Features, decode_descriptors, decode_locations, encode_descriptors, encode_locations
-from .errors import ExtractorMismatchError, StoreError, StoreUnavailableError
+from .errors import ExtractorMismatchError, StoreUnavailableError
+from .schema import migrate
 
-SCHEMA_LOCK = 0x6C616E64  # "land": advisory lock key for migrations
+T = TypeVar("T")
+
+PING_AFTER_S = 5.0
+"""A connection idle for longer is checked (``SELECT 1``) before a transaction uses it: after a
+server restart the check fails and a new connection is opened, where the transaction's first
+statement would have failed instead (and a write cannot be repeated blindly)."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the landmarks table and its metadata
@@ -54,39 +68,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE landmarks ALTER COLUMN locations SET STORAGE EXTERNAL,
                           ALTER COLUMN descriptors SET STORAGE EXTERNAL;
     """,
-    # 4: jobs (see landmark.jobs)
-    """
-    CREATE TABLE IF NOT EXISTS jobs (
-        id          text PRIMARY KEY,
-        kind        text NOT NULL CHECK (kind IN ('index', 'query')),
-        status      text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
-        parameters  jsonb NOT NULL,
-        done        integer NOT NULL DEFAULT 0,
-        failed      integer NOT NULL DEFAULT 0,
-        total       integer NOT NULL DEFAULT 0,
-        error       text,
-        result      jsonb,
-        created_at  timestamptz NOT NULL DEFAULT now(),
-        started_at  timestamptz,
-        finished_at timestamptz
-    );
-    """,
-    # 5: an index job's batches (see landmark.jobs): the unit a queue worker takes, so that a
-    # batch delivered twice is counted once and a job knows when its last batch is in
-    """
-    CREATE TABLE IF NOT EXISTS job_batches (
-        job_id      text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        batch       integer NOT NULL,
-        uris        jsonb NOT NULL,
-        attempts    integer NOT NULL DEFAULT 0,
-        worker      text,
-        stored      integer NOT NULL DEFAULT 0,
-        unchanged   integer NOT NULL DEFAULT 0,
-        failures    jsonb NOT NULL DEFAULT '[]',
-        finished_at timestamptz,
-        PRIMARY KEY (job_id, batch)
-    );
-    """,
+    # 4, 5: the jobs tables, now migrations 1 and 2 of landmark.jobs.table (which owns them); the
+    # numbers stay so that a store already past them is not migrated again
+    "",
+    "",
     # 6: descriptors stored as float16 or int8 (see landmark.contract); the length check follows
     """
     ALTER TABLE landmarks ADD COLUMN IF NOT EXISTS descriptor_encoding text NOT NULL DEFAULT 'float16'
@@ -163,21 +148,33 @@ def redact(url: str) -> str:
     return url
 
 
-class Store:
-    """A connection to one feature store."""
+def _lost() -> tuple[type[BaseException], ...]:
+    """psycopg2's errors that may mean the connection is gone (the server restarted or stopped)."""
+    import psycopg2
 
-    def __init__(self, url: str, *, location: str | None = None) -> None:
+    return (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Store:
+    """A connection to one feature store, reopened when it dies."""
+
+    def __init__(self, url: str, *, location: str | None = None, migrate: bool = True) -> None:
         self.url = url
         self.location = location or redact(url)
-        self._conn = connect(url)
-        self.migrate()
+        self._conn: Any = None
+        self._used = 0.0
+        if migrate:
+            self.migrate()
 
-    @property
-    def connection(self):  # noqa: ANN201 - psycopg2 connection, for adapters on the same database
-        return self._conn
+    def another(self) -> Store:
+        """A second connection to the same store (opened on first use), for another thread: a
+        psycopg2 connection runs one transaction at a time."""
+        return Store(self.url, location=self.location, migrate=False)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> Store:
         return self
@@ -185,39 +182,81 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the connection ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor in one transaction, committed when the block ends and rolled back if it raises.
+
+        A connection that died since its last use is replaced first. One lost during the block
+        is dropped, so that the next transaction opens a new one, and the failure is raised as
+        :class:`StoreUnavailableError` naming the store.
+        """
+        conn = self._live()
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except BaseException as error:
+            if not conn.closed:
+                conn.rollback()  # the statement failed (a timeout, a conflict, a bug), not the connection
+                raise
+            self._conn = None
+            if not isinstance(error, _lost()):
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreUnavailableError(f"lost the connection to PostgreSQL at {self.location}: {reason}") from error
+        finally:
+            self._used = time.monotonic()
+
+    def run(self, work: Callable[[Any], T], *, retry: bool = False) -> T:
+        """``work(cursor)`` in one transaction; with ``retry`` (for reads, which are safe to
+        repeat), once more on a new connection when the first one was lost midway."""
+        if retry:
+            try:
+                with self.transaction() as cur:
+                    return work(cur)
+            except StoreUnavailableError as error:
+                if not isinstance(error.__cause__, _lost()):
+                    raise  # could not even connect: trying again at once will not help
+        with self.transaction() as cur:
+            return work(cur)
+
+    def ping(self) -> str:
+        """Check that the database answers; returns where the store is."""
+        self.run(lambda cur: cur.execute("SELECT 1"), retry=True)
+        return self.location
+
+    def _live(self) -> Any:
+        conn = self._conn
+        if conn is not None and not conn.closed and time.monotonic() - self._used > PING_AFTER_S:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.rollback()
+            except _lost():
+                conn.close()
+        if conn is None or conn.closed:
+            conn = self._conn = connect(self.url)
+            self._used = time.monotonic()
+        return conn
+
     # -- schema ------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            cur.execute("CREATE TABLE IF NOT EXISTS landmark_schema (version integer NOT NULL)")
-            cur.execute("SELECT version FROM landmark_schema")
-            row = cur.fetchone()
-            version = row[0] if row else 0
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"store at {self.location} has schema version {version}, newer than this "
-                    f"landmark ({len(MIGRATIONS)}); upgrade landmark"
-                )
-            for sql in MIGRATIONS[version:]:
-                cur.execute(sql)
-            if row is None:
-                cur.execute("INSERT INTO landmark_schema VALUES (%s)", (len(MIGRATIONS),))
-            else:
-                cur.execute("UPDATE landmark_schema SET version = %s", (len(MIGRATIONS),))
+        with self.transaction() as cur:
+            migrate(cur, "landmark_schema", MIGRATIONS, self.location)
 
     # -- extractor binding -------------------------------------------------------------
 
     def extractor_spec(self) -> ExtractorSpec | None:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute("SELECT value FROM landmark_meta WHERE key = 'extractor'")
-            row = cur.fetchone()
+        row = self.run(lambda cur: _one(cur, "SELECT value FROM landmark_meta WHERE key = 'extractor'"), retry=True)
         return ExtractorSpec(row[0]["name"], row[0]["config"]) if row else None
 
     def bind(self, spec: ExtractorSpec) -> ExtractorSpec:
         """Bind an unbound store to ``spec``; a bound store must already be bound to it."""
         value = json.dumps({"name": spec.name, "config": spec.config}, sort_keys=True)
-        with self._conn, self._conn.cursor() as cur:
+        with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO landmark_meta (key, value) VALUES ('extractor', %s) ON CONFLICT (key) DO NOTHING",
                 (value,),
@@ -241,9 +280,8 @@ class Store:
         """``{uri: content_sha256}`` for those of ``uris`` already stored."""
         if not uris:
             return {}
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute("SELECT uri, content_sha256 FROM landmarks WHERE uri = ANY(%s)", (list(uris),))
-            return dict(cur.fetchall())
+        sql = "SELECT uri, content_sha256 FROM landmarks WHERE uri = ANY(%s)"
+        return dict(self.run(lambda cur: _all(cur, sql, (list(uris),)), retry=True))
 
     def upsert(self, rows: Iterable[Row]) -> int:
         """Write ``rows`` in one transaction: a binary COPY into a temporary table, then one
@@ -255,7 +293,7 @@ class Store:
         rows = list(rows)
         if not rows:
             return 0
-        with self._conn, self._conn.cursor() as cur:
+        with self.transaction() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS landmark_incoming (uri text, extractor text, width integer, "
                 "height integer, num_features integer, descriptor_dim integer, locations bytea, "
@@ -284,30 +322,22 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     def count(self) -> int:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM landmarks")
-            return int(cur.fetchone()[0])
+        return int(self.run(lambda cur: _one(cur, "SELECT count(*) FROM landmarks"), retry=True)[0])
 
     def partitions(self, size: int) -> list[Partition]:
         """The table as id blocks ``[k * size, (k + 1) * size)``, non-empty ones only, with their
         fingerprints. Blocks stay put as the table grows, so unchanged ones keep their cache."""
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT id / %s AS block, count(*), max(revision) FROM landmarks GROUP BY block ORDER BY block",
-                (size,),
-            )
-            return [Partition(b * size, (b + 1) * size, int(n), int(r)) for b, n, r in cur.fetchall()]
+        sql = "SELECT id / %s AS block, count(*), max(revision) FROM landmarks GROUP BY block ORDER BY block"
+        blocks = self.run(lambda cur: _all(cur, sql, (size,)), retry=True)
+        return [Partition(b * size, (b + 1) * size, int(n), int(r)) for b, n, r in blocks]
 
     def read_partition(self, partition: Partition, exclude_uri: str | None = None) -> tuple[list[str], list[Features]]:
-        return read_partition(self._conn, partition, exclude_uri)
+        return self.run(lambda cur: _partition_rows(cur, partition, exclude_uri), retry=True)
 
     def stats(self) -> dict[str, Any]:
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT count(*), coalesce(sum(num_features), 0), "
-                "coalesce(sum(length(locations) + length(descriptors)), 0) FROM landmarks"
-            )
-            images, features, feature_bytes = cur.fetchone()
+        images, features, feature_bytes = self.run(lambda cur: _one(
+            cur, "SELECT count(*), coalesce(sum(num_features), 0), "
+            "coalesce(sum(length(locations) + length(descriptors)), 0) FROM landmarks"), retry=True)
         spec = self.extractor_spec()
         return {
             "store": self.location,
@@ -320,26 +350,36 @@ class Store:
 
     def fetch(self, uri: str) -> Features | None:
         """The stored features of ``uri``, or ``None``."""
-        with self._conn, self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT width, height, descriptor_dim, locations, descriptors, descriptor_encoding "
-                "FROM landmarks WHERE uri = %s",
-                (uri,),
-            )
-            row = cur.fetchone()
+        row = self.run(lambda cur: _one(
+            cur, "SELECT width, height, descriptor_dim, locations, descriptors, descriptor_encoding "
+            "FROM landmarks WHERE uri = %s", (uri,)), retry=True)
         return _features(*row) if row else None
 
 
-def read_partition(conn: Any, partition: Partition, exclude_uri: str | None) -> tuple[list[str], list[Features]]:
-    """URIs and features of the rows in ``partition``, in id order, less ``exclude_uri``."""
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT uri, width, height, descriptor_dim, locations, descriptors, descriptor_encoding FROM landmarks "
-            "WHERE id >= %s AND id < %s AND uri IS DISTINCT FROM %s ORDER BY id",
-            (partition.lo, partition.hi, exclude_uri),
-        )
-        rows = cur.fetchall()
+def _one(cur: Any, sql: str, params: tuple = ()) -> Any:
+    cur.execute(sql, params)
+    return cur.fetchone()
+
+
+def _all(cur: Any, sql: str, params: tuple = ()) -> list[Any]:
+    cur.execute(sql, params)
+    return cur.fetchall()
+
+
+def _partition_rows(cur: Any, partition: Partition, exclude_uri: str | None) -> tuple[list[str], list[Features]]:
+    rows = _all(
+        cur, "SELECT uri, width, height, descriptor_dim, locations, descriptors, descriptor_encoding FROM landmarks "
+        "WHERE id >= %s AND id < %s AND uri IS DISTINCT FROM %s ORDER BY id",
+        (partition.lo, partition.hi, exclude_uri),
+    )
     return [r[0] for r in rows], [_features(*r[1:]) for r in rows]
+
+
+def read_partition(conn: Any, partition: Partition, exclude_uri: str | None) -> tuple[list[str], list[Features]]:
+    """URIs and features of the rows in ``partition``, in id order, less ``exclude_uri``, on a
+    connection of the caller's own (a Dask worker's)."""
+    with conn, conn.cursor() as cur:
+        return _partition_rows(cur, partition, exclude_uri)
 
 
 def read_batch(conn: Any, partition: Partition) -> tuple[list[str], FeatureBatch]:

@@ -72,6 +72,15 @@ def dask_cluster_address() -> str:
         yield cluster.scheduler_address
 
 
+@pytest.fixture()
+def workerless_scheduler() -> str:
+    """A Dask scheduler with no workers: a query sent there waits for ever, so it can be caught mid-way."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=0, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

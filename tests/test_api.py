@@ -150,6 +150,7 @@ def test_a_token_guards_everything_but_health(http: Any) -> None:
     assert health.status_code == 200
     assert health.json()["database"]["ok"] is True
     assert health.json()["broker"] == {"ok": True, "detail": "none: jobs run in this server"}
+    assert health.json()["runner"] == {"ok": True, "detail": "idle"}
     assert http.get("/openapi.json").status_code == 401
     spec = http.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/result.{fmt}", "/health"} <= set(spec["paths"])
@@ -165,6 +166,7 @@ def test_health_says_what_is_unreachable(database_url: str, tmp_path: Path) -> N
     report = health.json()
     assert report["status"] == "unavailable" and report["database"]["ok"] is True
     assert report["broker"]["ok"] is False and report["dask"]["ok"] is False
+    assert report["runner"] == {"ok": True, "detail": "none here: queue workers run the jobs"}
     assert str(port) in report["broker"]["detail"] or "refused" in report["broker"]["detail"].lower()
 
 

@@ -24,6 +24,7 @@ def test_delivery_guarantees_and_routes() -> None:
     assert config["task_routes"][QUERY]["queue"] == "match"
     assert [q.name for q in config["task_queues"]] == ["extract", "match"]
     assert config["broker_transport_options"] == {"visibility_timeout": 45}
+    assert config["worker_soft_shutdown_timeout"] == 30.0  # LANDMARK_SHUTDOWN_GRACE: SIGTERM's bound
     assert "broker_transport_options" not in celery_config(settings(broker_url="amqp://guest:guest@localhost//"))
 
 

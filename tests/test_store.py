@@ -133,3 +133,27 @@ def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(StoreError) as error:
         Store("postgresql://nobody:secret@127.0.0.1:1/none")
     assert str(error.value).startswith("cannot connect to PostgreSQL at postgresql://nobody:***@127.0.0.1:1/none: ")
+
+
+def test_a_connection_lost_to_the_server_is_reopened(database_url: str) -> None:
+    """What a server restart does to an open connection (here: its backend is terminated)."""
+    from landmark.errors import StoreUnavailableError
+
+    def terminate() -> None:
+        admin = psycopg2.connect(database_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'landmark' "
+                        "AND datname = current_database() AND pid <> pg_backend_pid()")
+        admin.close()
+
+    with Store(database_url) as store:
+        store.upsert([Row("s3://b/a.jpg", "delf", features(1), "h1")])
+        terminate()
+        assert store.count() == 1  # a read is tried again on a new connection
+        terminate()
+        with pytest.raises(StoreUnavailableError) as error:  # a write is not: it may have happened
+            store.upsert([Row("s3://b/b.jpg", "delf", features(2), "h2")])
+        assert str(error.value).startswith(f"lost the connection to PostgreSQL at {store.location}: ")
+        assert store.upsert([Row("s3://b/b.jpg", "delf", features(2), "h2")]) == 1  # the next one reconnects
+        assert store.ping() == store.location and store.count() == 2

@@ -176,6 +176,60 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     assert "WorkerLostError" in (tmp_path / "extract.log").read_text()
 
 
+def index_directly(database_url: str, photos: list[Path], tmp_path: Path) -> None:
+    """Store ``photos`` without a queue (for tests of query jobs)."""
+    from landmark import config as cfg
+    from landmark.session import Session
+    from landmark.settings import Settings
+
+    settings = cfg.resolve(Settings, {"database_url": database_url, "extractor": "rootsift",
+                                      "home": str(tmp_path / "home")}, environ={})
+    with Session(settings) as session:
+        assert session.index([str(p) for p in photos]).stored == len(photos)
+
+
+def job_state(database_url: str, job_id: str) -> tuple[str, int]:
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, attempts FROM jobs WHERE id = %s", (job_id,))
+        return cur.fetchone()
+
+
+def test_a_match_worker_killed_mid_query_is_replaced_within_the_lease(
+    database_url: str, broker_url: str, workerless_scheduler: str, dask_cluster_address: str, tmp_path: Path
+) -> None:
+    """kill -9 of a match worker (the whole worker) mid-query. RabbitMQ gives its task back when the
+    connection drops, and the next worker takes it at once: the task keeps its id, and with it the
+    lease. Redis would keep it for the visibility timeout (10 minutes here): the next worker's
+    sweeper sends the job again once its lease has run out. Either way, within the lease."""
+    index_directly(database_url, PHOTOS[:4], tmp_path)
+    lease = 4.0
+    stuck = worker_env(database_url, broker_url, tmp_path, LANDMARK_JOB_LEASE=str(lease),
+                       LANDMARK_DASK_SCHEDULER=workerless_scheduler)
+    stuck["LANDMARK_BROKER_VISIBILITY_TIMEOUT"] = "600"
+    with worker("match", stuck, tmp_path / "match-1.log") as first:
+        job_id = landmark("submit", "query", str(PHOTOS[0]), "--no-add", env=stuck).stdout.strip()
+        deadline = time.monotonic() + 60
+        while job_state(database_url, job_id) != ("running", 1):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)  # mid-query: waiting on Dask
+        os.killpg(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    healthy = dict(stuck, LANDMARK_DASK_SCHEDULER=dask_cluster_address)
+    with worker("match", healthy, tmp_path / "match-2.log"):
+        ready = time.monotonic()
+        while job_state(database_url, job_id)[1] < 2:
+            assert time.monotonic() < killed + 60
+            time.sleep(0.1)
+        taken = time.monotonic()
+        waited = landmark("wait", job_id, "--timeout", "120", env=healthy)
+    print(f"\n{broker_url.split(':')[0]}: match worker killed; query taken again {taken - killed:.1f} s later "
+          f"(the next worker was ready after {ready - killed:.1f} s; lease {lease:g} s)")
+    assert waited.stdout.strip() == f"{job_id} succeeded", waited.stdout + waited.stderr
+    assert taken - ready < lease + lease / 3 + 2
+    assert rows(database_url) == (4, 4)
+
+
 def test_transient_s3_failures_are_retried_until_the_server_is_back(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:

@@ -4,9 +4,15 @@ Two queues. ``extract`` takes the steps of index jobs (planning, then one task p
 images); ``match`` takes query jobs. Each task goes to its queue by name (``TASK_QUEUES``).
 
 No work is lost: a task is acknowledged only after it has run (``task_acks_late``); if the
-process running it dies, it goes back to the queue (``task_reject_on_worker_lost``; on Redis,
-after ``LANDMARK_BROKER_VISIBILITY_TIMEOUT`` seconds when the whole worker vanished); and a worker
-takes one task at a time (``worker_prefetch_multiplier = 1``), so a dying worker holds no backlog.
+process running it dies, it goes back to the queue at once (``task_reject_on_worker_lost``), and
+keeps its task id, which lets it take its work back from the dead process's lease; a worker takes
+one task at a time (``worker_prefetch_multiplier = 1``), so a dying worker holds no backlog. What
+the broker cannot give back soon (on Redis, a task of a worker that vanished whole comes back only
+after ``LANDMARK_BROKER_VISIBILITY_TIMEOUT``; a broker restarted without its data has lost its
+tasks) the sweeper sends again once the work's lease has run out (``LANDMARK_JOB_LEASE``).
+
+Stopping is bounded: ``landmark worker`` makes SIGTERM a soft shutdown, which gives the tasks at
+hand ``LANDMARK_SHUTDOWN_GRACE`` seconds and then cancels them back to the queue.
 
 ``celery -A workers.app worker`` works as usual (settings from the environment); ``landmark worker``
 is the same with the pool and concurrency chosen for the queues.
@@ -26,7 +32,7 @@ from landmark.settings import Settings
 from landmark.store import redact
 
 if TYPE_CHECKING:
-    from landmark.jobs import Job
+    from landmark.jobs import Work
 
 QUEUES = ("extract", "match")
 PLAN_INDEX = "landmark.plan_index"
@@ -34,6 +40,8 @@ EXTRACT_BATCH = "landmark.extract_batch"
 QUERY = "landmark.query"
 TASK_QUEUES = {PLAN_INDEX: "extract", EXTRACT_BATCH: "extract", QUERY: "match"}
 JOB_TASKS = {"index": PLAN_INDEX, "query": QUERY}
+
+_senders: dict[Settings, Celery] = {}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -57,6 +65,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
+        # SIGTERM (made a cold shutdown by landmark worker) waits this long for the tasks at hand
+        "worker_soft_shutdown_timeout": settings.shutdown_grace,
         "include": ["workers.tasks"],
     }
     if settings.broker_url.startswith(("redis://", "rediss://")):
@@ -86,16 +96,20 @@ def _environment_settings(app: Celery) -> Settings:
     return app.landmark_settings
 
 
-def enqueue(settings: Settings, job: Job) -> None:
-    """Send ``job`` to its queue; a broker that cannot be reached is a :class:`LandmarkError`."""
-    app = create_app(settings)
+def enqueue(settings: Settings, work: Work) -> None:
+    """Send ``work`` to its queue: a job's first step, or one batch of an index job. A broker that
+    cannot be reached is a :class:`LandmarkError`. Bound to its settings, this is the sender the
+    CLI, the API and the sweeper hand to :mod:`landmark.jobs`."""
+    app = _senders.get(settings)
+    if app is None:  # one app (and its connection pool) per broker for the process's life
+        app = _senders.setdefault(settings, create_app(settings))
+    name, args = (EXTRACT_BATCH, [work.job_id, work.batch]) if work.batch is not None else (
+        JOB_TASKS[work.kind], [work.job_id])
     try:
-        app.send_task(JOB_TASKS[job.kind], args=[job.id], retry=True,
+        app.send_task(name, args=args, retry=True,
                       retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 1})
     except Exception as error:  # kombu raises its own and socket errors
         raise LandmarkError(f"cannot reach the broker at {redact(settings.broker_url)}: {error}") from error
-    finally:
-        app.close()
 
 
 def worker_argv(
