@@ -395,6 +395,8 @@ def _job_id(job_id: str) -> str:
 
 def _job_document(job: Job) -> dict[str, Any]:
     document = job.to_json()
+    # The roots a job may read are the operator's business, not the caller's.
+    document["parameters"] = {k: v for k, v in document["parameters"].items() if k != "allowed_sources"}
     links = {"self": f"/jobs/{job.id}"}
     if job.kind == "query":
         links.update({"txt": f"/jobs/{job.id}/result.txt", "json": f"/jobs/{job.id}/result.json"})

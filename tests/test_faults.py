@@ -49,7 +49,7 @@ def redis() -> Iterator[Redis]:
 
 def fault_env(database_url: str, broker_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = worker_env(database_url, broker_url, tmp_path, LANDMARK_JOB_LEASE=LEASE, LANDMARK_EXTRACT_BATCH="2",
-                     **extra)
+                     LANDMARK_ALLOWED_SOURCES=str(LANDMARKS), **extra)
     env["LANDMARK_BROKER_VISIBILITY_TIMEOUT"] = "600"  # recovery must come from the leases, not from this
     if not broker_url:
         del env["LANDMARK_BROKER_URL"]
@@ -255,7 +255,8 @@ def test_server_without_a_broker_runs_jobs_after_a_database_restart(postgres: Po
     from landmark.settings import Settings
 
     settings = cfg.resolve(Settings, {"database_url": postgres.url, "extractor": "rootsift", "job_lease": 3,
-                                      "extract_batch": 2, "results": str(tmp_path / "results")}, environ={})
+                                      "extract_batch": 2, "results": str(tmp_path / "results"),
+                                      "allowed_sources": str(LANDMARKS)}, environ={})
     with TestClient(create_api(settings)) as http:
         first = http.post("/jobs", json={"kind": "index", "sources": list(map(str, SOME))}).json()
         assert finished(postgres.url, first["id"])["status"] == "succeeded"
@@ -273,7 +274,7 @@ def test_server_without_a_broker_runs_jobs_after_a_database_restart(postgres: Po
         down = http.get("/health")
         assert down.status_code == 503
         assert down.json()["database"]["ok"] is False and down.json()["runner"]["ok"] is False
-        refused = http.post("/jobs", json={"kind": "index", "sources": ["x"]})
+        refused = http.post("/jobs", json={"kind": "index", "sources": [str(SOME[0])]})
         assert refused.status_code == 503 and "PostgreSQL" in refused.json()["detail"]
         time.sleep(1)
         postgres.start()
