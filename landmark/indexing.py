@@ -3,7 +3,9 @@
 One bad image never stops a batch: its error is recorded in the report and the rest are
 stored. Work goes in chunks of ``batch_size`` URIs: their bytes are read and hashed, the
 store says which are unchanged (same URI, same SHA-256), the rest are decoded and extracted
-on a thread pool (Pillow and OpenCV release the GIL) and written in one statement.
+on a thread pool (Pillow and OpenCV release the GIL) and written in one statement, with their
+thumbnails (:mod:`landmark.thumbnails`). An unchanged image without a thumbnail (stored before
+they were kept) is done again, so indexing a folder again fills them in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from . import thumbnails
 from .contract import Features
 from .errors import ImageError, LandmarkError, TransientError
 from .extractors.base import Extractor
@@ -83,11 +88,18 @@ def _as_uri(source: str) -> str:
 def extract_bytes(extractor: Extractor, data: bytes, uri: str, *, max_pixels: int = MAX_PIXELS) -> Features:
     """Decode ``data`` (refused over ``max_pixels``) and extract its features; an image with none
     is an :class:`ImageError`."""
+    return decode_and_extract(extractor, data, uri, max_pixels=max_pixels)[1]
+
+
+def decode_and_extract(
+    extractor: Extractor, data: bytes, uri: str, *, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, Features]:
+    """:func:`extract_bytes`, with the decoded image (uint8 ``[H x W x 3]``) it extracted from."""
     image = decode_image(data, uri, extractor.config.max_image_side, max_pixels=max_pixels)
     features = extractor.extract(image)
     if features.num_features == 0:
         raise ImageError(uri, "no local features found (blank or featureless image)")
-    return features
+    return image, features
 
 
 def sha256(data: bytes) -> str:
@@ -136,17 +148,20 @@ def _index_chunk(
             payloads[uri] = outcome
     hashes = {uri: sha256(data) for uri, data in payloads.items()}
     stored_hashes = store.content_hashes(list(hashes))
-    todo = [uri for uri in payloads if stored_hashes.get(uri) != hashes[uri]]
+    unpictured = thumbnails.Thumbnails(store).missing(list(stored_hashes))
+    todo = [uri for uri in payloads if stored_hashes.get(uri) != hashes[uri] or uri in unpictured]
     report.unchanged = len(payloads) - len(todo)
-    rows = []
+    rows, pictures = [], {}
     for uri, outcome in zip(todo, pool.map(lambda u: _extract(extractor, payloads[u], u, max_pixels), todo)):
         if isinstance(outcome, LandmarkError):
             report.failed.append((uri, reason_of(outcome, uri)))
         else:
-            rows.append(Row(uri, extractor.name, outcome, hashes[uri], extractor.descriptor_encoding))
+            features, pictures[uri] = outcome
+            rows.append(Row(uri, extractor.name, features, hashes[uri], extractor.descriptor_encoding))
     # Counted from what the database wrote, not from what was sent: another indexer may have
-    # stored the same image since its hash was looked up, and then this write changes nothing.
-    report.stored = store.upsert(rows)
+    # stored the same image since its hash was looked up (and an image done again only for its
+    # thumbnail is not written), and then this write changes nothing.
+    report.stored = store.upsert(rows, also=thumbnails.Thumbnails.writer(pictures))
     report.unchanged += len(rows) - report.stored
     return report
 
@@ -158,9 +173,11 @@ def _read(uri: str) -> bytes | LandmarkError:
         return error
 
 
-def _extract(extractor: Extractor, data: bytes, uri: str, max_pixels: int) -> Features | LandmarkError:
+def _extract(extractor: Extractor, data: bytes, uri: str, max_pixels: int) -> tuple[Features, bytes] | LandmarkError:
+    """The image's features and thumbnail, or why it has none."""
     try:
-        return extract_bytes(extractor, data, uri, max_pixels=max_pixels)
+        image, features = decode_and_extract(extractor, data, uri, max_pixels=max_pixels)
+        return features, thumbnails.encode(image)
     except LandmarkError as error:
         return error
     except Exception as error:  # an extractor crash on one image must not end the batch

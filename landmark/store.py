@@ -283,9 +283,11 @@ class Store:
         sql = "SELECT uri, content_sha256 FROM landmarks WHERE uri = ANY(%s)"
         return dict(self.run(lambda cur: _all(cur, sql, (list(uris),)), retry=True))
 
-    def upsert(self, rows: Iterable[Row]) -> int:
+    def upsert(self, rows: Iterable[Row], *, also: Callable[[Any], None] | None = None) -> int:
         """Write ``rows`` in one transaction: a binary COPY into a temporary table, then one
         ``INSERT ... ON CONFLICT``; an existing URI's row is replaced. Returns rows written.
+        ``also(cursor)`` then writes what belongs with the rows (their thumbnails) in the same
+        transaction.
 
         A row whose content hash and extractor are unchanged is left as it is (``added_at``
         included), so writing the same images twice leaves the table as it was.
@@ -317,7 +319,10 @@ class Store:
                       IS DISTINCT FROM (excluded.content_sha256, excluded.extractor)
                 """
             )
-            return cur.rowcount
+            written = cur.rowcount
+            if also is not None:
+                also(cur)
+            return written
 
     # -- reads ---------------------------------------------------------------------------
 
