@@ -53,13 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser(
         "query", help="rank the stored images by how well they match one image",
         description="Match IMAGE against every stored image (descriptor matching + RANSAC on Dask), "
-        "print the ranking and write it as OUT.txt and OUT.json.",
+        "print the ranking and write it as OUT.txt and OUT.json (with --html, a results page as OUT.html too).",
         epilog=EPILOG,
     )
     query.add_argument("image", metavar="IMAGE", help="the query image (path, file:// or s3:// URI)")
     query.add_argument(
         "--out", metavar="PATH",
         help="write PATH.txt and PATH.json (a local path or s3:// URI; default: results/<image name>)",
+    )
+    query.add_argument(
+        "--html", action="store_true",
+        help="also write PATH.html, a results page with the pictures and their matches drawn (self-contained)",
     )
     _query_options(query)
 
@@ -114,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         cfg.add_options(command, Settings, exclude=STORE_ONLY)
     result = commands.add_parser("result", help="print or save a query job's ranking", epilog=EPILOG)
     result.add_argument("job_id", metavar="JOB_ID")
-    result.add_argument("--format", choices=("txt", "json"), default="txt", help="which file (default: txt)")
+    result.add_argument("--format", choices=("txt", "json", "html"), default="txt",
+                        help="which file: txt, json or html, the results page (default: txt)")
     result.add_argument("--out", metavar="PATH", help="write it to PATH instead of printing it")
     cfg.add_options(result, Settings, exclude=STORE_ONLY)
 
@@ -158,6 +163,10 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-add", dest="add", action="store_false",
         help="leave the store unchanged (by default the query image is added to it)",
+    )
+    parser.add_argument(
+        "--evidence", action="store_true",
+        help="give each match's inlier correspondences in the JSON too (by default only its transformation)",
     )
     _common(parser)
     cfg.add_options(parser, MatchConfig)
@@ -229,7 +238,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     ) as session:
         try:
             result = session.query(
-                args.image, top_k=args.top_k, out=out, add=args.add, progress=progress, on_total=on_total
+                args.image, top_k=args.top_k, out=out, add=args.add, progress=progress, on_total=on_total,
+                evidence="inliers" if args.evidence else "transform", page=args.html,
             )
         finally:
             close()
@@ -243,7 +253,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(f"{rank:>4}  {match.inliers:>7}  {match.putative_matches:>8}  {match.uri}")
     else:
         print("no stored image matches")
-    print(f"wrote {result.files['txt']} and {result.files['json']}")
+    print(f"wrote {', '.join(result.files.values())}")
     return 0
 
 
@@ -329,7 +339,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.kind == "index":
         parameters = index_parameters(args.sources)
     else:
-        parameters = query_parameters(args.image, top_k=args.top_k, add=args.add,
+        parameters = query_parameters(args.image, top_k=args.top_k, add=args.add, evidence=args.evidence,
                                       matching=cfg.options_from(args, MatchConfig))
     with _session(args, settings=settings, extractor_options=_extractor_options(args.extractor_option)) as session:
         job = submit(

@@ -370,7 +370,7 @@ def evaluate(
         relevant = members[group] - {uri}
         clock = time.perf_counter()
         try:
-            result = session.query(uri, top_k=top_k, add=False)
+            result = session.query(uri, top_k=top_k, add=False, evidence="none")
         except (ImageError, SourceError) as error:
             evaluation.query_failures.append((uri, getattr(error, "reason", str(error))))
             if step is not None:

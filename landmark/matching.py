@@ -29,7 +29,7 @@ from . import gemm
 from .config import setting
 from .contract import FeatureBatch, Features
 from .errors import ConfigError
-from .verification import MIN_SAMPLES, count_inliers
+from .verification import MIN_SAMPLES, count_inliers, verify
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,31 @@ def putative_matches(
     return nearest[stored_idx], stored_idx
 
 
+@dataclass(frozen=True, eq=False)
+class PairMatch:
+    """One verified pair: the putative matches and the model RANSAC found among them."""
+
+    query_idx: np.ndarray
+    """int64 ``[K]``: rows of the query's features."""
+    stored_idx: np.ndarray
+    """int64 ``[K]``: rows of the stored image's features (ascending)."""
+    matrix: np.ndarray | None
+    """float64 ``[3 x 3]`` mapping query ``(x, y, 1)`` to stored ``(x, y, 1)``, or ``None``."""
+    inliers: np.ndarray
+    """bool ``[K]``: which putative matches the model explains."""
+
+
+def match_pair(query: Features, stored: Features, config: MatchConfig) -> PairMatch:
+    """:func:`match_batch` of one stored image, keeping what it counts: the putative matches in
+    the same order, verified by the same RANSAC with the same seed, so ``inliers.sum()`` is the
+    count :func:`match_batch` gives the pair (a pair with too few putatives gets no model)."""
+    query_idx, stored_idx = putative_matches(query.descriptors, stored.descriptors, config)
+    if len(stored_idx) < _verified_from(config):
+        return PairMatch(query_idx, stored_idx, None, np.zeros(len(stored_idx), bool))
+    matrix, mask = verify(query.locations[query_idx], stored.locations[stored_idx], config)
+    return PairMatch(query_idx, stored_idx, matrix, mask)
+
+
 STORED_ROWS_PER_PRODUCT = 1024
 """Stored descriptors per matrix product (whole images, so at least one image): a ``[1024 x Nq]``
 float32 block (4 MB at Nq = 1000) keeps memory flat however large the partition; measured 5-10%
@@ -165,6 +190,12 @@ def _nearest_kept(
     return nearest, keep
 
 
+def _verified_from(config: MatchConfig) -> int:
+    """Putative matches a pair needs to be verified at all: enough for the model's sample and
+    for ``min_inliers`` (a pair with fewer could not be kept, so RANSAC is not run)."""
+    return max(MIN_SAMPLES[config.verification], config.min_inliers)
+
+
 def match_partition(query: Features, stored: Sequence[Features], config: MatchConfig) -> np.ndarray:
     """:func:`match_batch` of ``query`` against the images ``stored``."""
     return match_batch(query, FeatureBatch.of(stored, query.descriptor_dim), config)
@@ -190,8 +221,7 @@ def match_batch(query: Features, batch: FeatureBatch, config: MatchConfig) -> np
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     putatives = kept_before[batch.offsets[1:]] - kept_before[batch.offsets[:-1]]
     result[:, 1] = putatives
-    needed = max(MIN_SAMPLES[config.verification], config.min_inliers)
-    for b in np.flatnonzero(putatives >= needed):
+    for b in np.flatnonzero(putatives >= _verified_from(config)):
         lo, hi = batch.offsets[b], batch.offsets[b + 1]
         stored_idx = lo + np.flatnonzero(keep[lo:hi])
         # Query -> stored, the direction of DELF's own verification (residuals in stored pixels).

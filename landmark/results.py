@@ -1,8 +1,9 @@
-"""The two results files of a query, written to a local path or an ``s3://`` URI.
+"""The results files of a query, written to a local path or an ``s3://`` URI.
 
 ``PATH.txt``: one line per match, best first, tab-separated ``rank  inliers  uri``.
-``PATH.json``: the query, extractor, matching settings, the ranked matches, counts and
-per-stage timings (seconds). ``PATH`` may name either file or the stem of both.
+``PATH.json``: the query, extractor, matching settings, the ranked matches (with their evidence,
+:mod:`landmark.evidence`), counts and per-stage timings (seconds). ``PATH.html``, when a page was
+made (:mod:`landmark.page`): the results page. ``PATH`` may name any of them or their stem.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import s3
 from .errors import ResultsError
 from .search import Candidate
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 
 @dataclass
@@ -33,6 +37,12 @@ class QueryResult:
     timings_s: dict[str, float]
     added_to_store: bool
     files: dict[str, str] = field(default_factory=dict)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
+    """By URI, for the matches verified again (:func:`landmark.evidence.attach`)."""
+    evidence_level: str = "none"
+    """What the JSON carries of it: ``none``, ``transform`` or ``inliers``."""
+    page: str | None = None
+    """The results page's HTML, written as ``PATH.html``."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,7 +52,8 @@ class QueryResult:
             "matching": self.matching,
             "top_k": self.top_k,
             "matches": [
-                {"rank": rank, "uri": m.uri, "inliers": m.inliers, "putative_matches": m.putative_matches}
+                {"rank": rank, "uri": m.uri, "inliers": m.inliers, "putative_matches": m.putative_matches,
+                 **self._evidence_json(m.uri)}
                 for rank, m in enumerate(self.matches, start=1)
             ],
             "counts": self.counts,
@@ -50,26 +61,37 @@ class QueryResult:
             "added_to_store": self.added_to_store,
         }
 
+    def _evidence_json(self, uri: str) -> dict[str, Any]:
+        if self.evidence_level == "none":
+            return {}
+        found = self.evidence.get(uri)
+        if found is None:  # gone from the store since it was ranked
+            return {"transform": None}
+        return found.to_json(correspondences=self.evidence_level == "inliers")
+
     def to_text(self) -> str:
         return "".join(f"{rank}\t{m.inliers}\t{m.uri}\n" for rank, m in enumerate(self.matches, start=1))
 
 
 def output_paths(out: str) -> tuple[str, str]:
     """``(txt, json)`` destinations for ``out`` (a stem, or either file's name)."""
-    stem = out[: -len(Path(out).suffix)] if Path(out).suffix.lower() in (".txt", ".json") else out
+    stem = out[: -len(Path(out).suffix)] if Path(out).suffix.lower() in (".txt", ".json", ".html") else out
     if not s3.is_s3(stem):
         stem = os.path.abspath(os.path.expanduser(stem))
     return stem + ".txt", stem + ".json"
 
 
 def write(result: QueryResult, out: str) -> dict[str, str]:
-    """Write both files; returns ``{"txt": ..., "json": ...}`` where they went."""
+    """Write the files; returns ``{"txt": ..., "json": ...}`` (and ``"html"``) where they went."""
     txt_path, json_path = output_paths(out)
     text = result.to_text().encode()
     document = (json.dumps(result.to_json(), indent=2) + "\n").encode()
     put(txt_path, text, "text/plain")
     put(json_path, document, "application/json")
     result.files = {"txt": txt_path, "json": json_path}
+    if result.page is not None:
+        result.files["html"] = json_path[: -len(".json")] + ".html"
+        put(result.files["html"], result.page.encode(), "text/html; charset=utf-8")
     return result.files
 
 

@@ -16,13 +16,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import config as cfg
+from . import evidence as proof
+from . import thumbnails
 from .clusters import dask_client
 from .contract import Features
 from .embedded import embedded_url
 from .extractors import registry
 from .extractors.base import Extractor
-from .indexing import IndexReport, extract_bytes, gather, index_uris, sha256
+from .indexing import IndexReport, decode_and_extract, gather, index_uris, sha256
 from .matching import PRESETS, MatchConfig
+from .page import render
 from .results import QueryResult, write
 from .search import PartitionCache, rank, search
 from .settings import Settings
@@ -162,20 +165,33 @@ class Session:
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
         policy: SourcePolicy | None = None,
+        evidence: str = "transform",
+        page: bool = False,
     ) -> QueryResult:
         """Rank the stored images by verified inliers with ``image``; write files if ``out``.
 
         ``policy``: the sources ``image`` may come from (a job from the HTTP API); none: any.
+        ``evidence``: what the JSON tells of each match's verification (:mod:`landmark.evidence`:
+        ``transform``, ``inliers``, or ``none``, which saves verifying the matches again);
+        ``page``: make the results page too (``result.page``, written as ``out``.html).
         """
         start = time.perf_counter()
+        proof.check(evidence)
+        match_config = match_config or self.match_config
         uri = normalise(image)
         data = read_bytes(uri, policy=policy)
         read_seconds = time.perf_counter() - start
-        features = extract_bytes(self.extractor, data, uri, max_pixels=self.settings.max_image_pixels)
+        decoded, features = decode_and_extract(self.extractor, data, uri, max_pixels=self.settings.max_image_pixels)
+        picture = thumbnails.encode(decoded)
         extract_seconds = time.perf_counter() - start - read_seconds
         result = self.query_features(
             uri, features, top_k=top_k, match_config=match_config, progress=progress, on_total=on_total
         )
+        if evidence != "none" or page:
+            proof.attach(result, self.store.fetch, features, match_config, evidence)
+        if page:
+            shown = thumbnails.Thumbnails(self.store).read(m.uri for m in result.matches)
+            result.page = render(result, picture, shown)
         result.timings_s = {"read_query": read_seconds, "extract_query": extract_seconds, **result.timings_s}
         result.timings_s["total"] = time.perf_counter() - start
         # The files first: a query whose results cannot be written leaves the store as it was.
@@ -184,7 +200,7 @@ class Session:
             write(result, out)
         if add:
             row = Row(uri, self.extractor.name, features, sha256(data), self.extractor.descriptor_encoding)
-            self.store.upsert([row])
+            self.store.upsert([row], also=thumbnails.Thumbnails(self.store).writer({uri: picture}))
         return result
 
     def query_features(

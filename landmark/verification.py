@@ -1,6 +1,7 @@
 """Geometric verification: RANSAC over affine maps or homographies. Arrays in, arrays out.
 
-:func:`count_inliers` picks the model a :class:`~landmark.matching.MatchConfig` names:
+:func:`count_inliers` picks the model a :class:`~landmark.matching.MatchConfig` names
+(:func:`verify` returns that model's matrix with the inlier mask, for a match's evidence):
 
 - ``affine``: :func:`ransac_affine` below, DELF's own verification, compiled with numba;
 - ``homography``: :func:`ransac_homography`, OpenCV's USAC with MAGSAC++ scoring and local
@@ -48,20 +49,35 @@ MIN_SAMPLES = {"affine": 3, "homography": 4}
 
 def count_inliers(src: np.ndarray, dst: np.ndarray, config: MatchConfig) -> int:
     """Inliers of the best ``config.verification`` model mapping ``src`` to ``dst`` (``[K x 2]`` pixels)."""
-    if config.verification == "homography":
-        verify = ransac_homography
-    else:
-        verify = ransac_affine
-    mask = verify(src, dst, threshold=config.ransac_threshold, trials=config.ransac_trials, seed=config.seed)
-    return int(np.count_nonzero(mask))
+    return int(np.count_nonzero(verify(src, dst, config)[1]))
+
+
+def verify(src: np.ndarray, dst: np.ndarray, config: MatchConfig) -> tuple[np.ndarray | None, np.ndarray]:
+    """The best ``config.verification`` model and its inliers: ``(matrix, mask)``.
+
+    ``src``, ``dst`` ``[K x 2]`` ``(x, y)`` pixels, row ``i`` of one matching row ``i`` of the other.
+    ``matrix`` float64 ``[3 x 3]`` maps ``(x, y, 1)`` of ``src`` to ``dst`` (homogeneous; an affine
+    map's last row is ``0, 0, 1``), or ``None`` when no model was found; ``mask`` bool ``[K]``.
+    The same inputs and settings give the same answer (the seed is ``config.seed``).
+    """
+    fit = homography_model if config.verification == "homography" else affine_model
+    return fit(src, dst, threshold=config.ransac_threshold, trials=config.ransac_trials, seed=config.seed)
 
 
 def ransac_homography(src: np.ndarray, dst: np.ndarray, *, threshold: float, trials: int, seed: int) -> np.ndarray:
-    """Inlier mask, bool ``[K]``, of the homography OpenCV's USAC (MAGSAC++) finds from ``src`` to ``dst``.
+    """Inlier mask, bool ``[K]``, of :func:`homography_model`."""
+    return homography_model(src, dst, threshold=threshold, trials=trials, seed=seed)[1]
+
+
+def homography_model(
+    src: np.ndarray, dst: np.ndarray, *, threshold: float, trials: int, seed: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The homography OpenCV's USAC (MAGSAC++) finds from ``src`` to ``dst``: float64 ``[3 x 3]``
+    (``None`` if none) and its inlier mask, bool ``[K]``.
 
     ``src``, ``dst`` ``[K x 2]`` ``(x, y)`` pixels; ``threshold`` in pixels of ``dst``; at most
     ``trials`` hypotheses (fewer once the confidence is reached). The sampler's state is ``seed``
-    and the search runs on one thread, so the mask depends only on the inputs. Fewer than 4
+    and the search runs on one thread, so the result depends only on the inputs. Fewer than 4
     points, or no model, gives an all-False mask.
     """
     import cv2
@@ -70,9 +86,11 @@ def ransac_homography(src: np.ndarray, dst: np.ndarray, *, threshold: float, tri
     dst = np.ascontiguousarray(dst, dtype=np.float64).reshape(-1, 2)
     k = src.shape[0]
     if k < MIN_SAMPLES["homography"] or trials < 1:
-        return np.zeros(k, dtype=bool)
-    _, mask = cv2.findHomography(src, dst, _usac_params(float(threshold), int(trials), int(seed)))
-    return np.zeros(k, dtype=bool) if mask is None else mask.ravel().astype(bool)
+        return None, np.zeros(k, dtype=bool)
+    matrix, mask = cv2.findHomography(src, dst, _usac_params(float(threshold), int(trials), int(seed)))
+    if mask is None or matrix is None:
+        return None, np.zeros(k, dtype=bool)
+    return matrix, mask.ravel().astype(bool)
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,25 +114,37 @@ def _usac_params(threshold: float, trials: int, seed: int):  # noqa: ANN202 - cv
 
 
 def ransac_affine(src: np.ndarray, dst: np.ndarray, *, threshold: float, trials: int, seed: int) -> np.ndarray:
-    """Inlier mask, bool ``[K]``, of the best affine hypothesis mapping ``src`` to ``dst``.
+    """Inlier mask, bool ``[K]``, of :func:`affine_model`."""
+    return affine_model(src, dst, threshold=threshold, trials=trials, seed=seed)[1]
+
+
+def affine_model(
+    src: np.ndarray, dst: np.ndarray, *, threshold: float, trials: int, seed: int
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The best affine hypothesis mapping ``src`` to ``dst``: float64 ``[3 x 3]`` (last row
+    ``0, 0, 1``; ``None`` if none) and its inlier mask, bool ``[K]``.
 
     ``src`` and ``dst`` are ``[K x 2]`` ``(x, y)`` pixels (row ``i`` of one corresponds to row ``i`` of
     the other); ``threshold`` is in pixels of ``dst``. Fewer than 3 points, or no hypothesis with
-    an inlier, gives an all-False mask.
+    an inlier, gives no model and an all-False mask. The matrix is the hypothesis through the
+    winning sample, as the mask is its consensus set (no refit on the inliers).
     """
     src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
     k = src.shape[0]
     if k < 3 or trials < 1:
-        return np.zeros(k, dtype=bool)
+        return None, np.zeros(k, dtype=bool)
     samples = _sample_triples(seed, k, trials)
     mask = np.zeros(k, dtype=np.bool_)
-    _kernel()(
+    model = np.zeros(6)
+    count = _kernel()(
         np.ascontiguousarray(src[:, 0]), np.ascontiguousarray(src[:, 1]),
         np.ascontiguousarray(dst[:, 0]), np.ascontiguousarray(dst[:, 1]),
-        samples, float(threshold) ** 2, _EPS, mask,
+        samples, float(threshold) ** 2, _EPS, mask, model,
     )
-    return mask
+    if count == 0:
+        return None, mask
+    return np.array([model[0:3], model[3:6], [0.0, 0.0, 1.0]]), mask
 
 
 @functools.lru_cache(maxsize=4096)
@@ -147,7 +177,7 @@ def _kernel():  # noqa: ANN202 - a numba dispatcher
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def best_hypothesis(sx, sy, dx, dy, samples, limit, eps, mask):  # noqa: ANN001, ANN202
+    def best_hypothesis(sx, sy, dx, dy, samples, limit, eps, mask, model):  # noqa: ANN001, ANN202
         k = sx.shape[0]
         trials = samples.shape[0]
         best_count = 0
@@ -199,6 +229,7 @@ def _kernel():  # noqa: ANN202 - a numba dispatcher
                     if dynamic < max_trials:
                         max_trials = int(dynamic)
         if best_count > 0:
+            model[:] = best
             for n in range(k):
                 rx = best[0] * sx[n] + best[1] * sy[n] + best[2] - dx[n]
                 ry = best[3] * sx[n] + best[4] * sy[n] + best[5] - dy[n]

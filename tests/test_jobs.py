@@ -59,8 +59,8 @@ def test_job_lifecycle_and_unknown_ids(database_url: str, dask_cluster_address: 
 
         query = run(lm, jobs.create("query", {"image": str(PHOTOS[0]), "top_k": 3, "add": False}, lease_s=60).id)
         assert query.status == "succeeded"
-        assert query.result == {"txt": str(tmp_path / "results" / f"{query.id}.txt"),
-                                "json": str(tmp_path / "results" / f"{query.id}.json")}
+        files = {fmt: str(tmp_path / "results" / f"{query.id}.{fmt}") for fmt in ("txt", "json", "html")}
+        assert query.result == files
         first = Path(query.result["txt"]).read_text().splitlines()[0].split("\t")
         assert first[2] == PHOTOS[1].as_uri() or first[2] == PHOTOS[2].as_uri()
 

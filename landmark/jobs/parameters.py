@@ -17,12 +17,13 @@ def index_parameters(sources: Sequence[str]) -> dict[str, Any]:
 
 
 def query_parameters(
-    image: str, *, top_k: int, add: bool, matching: dict[str, Any] | None = None
+    image: str, *, top_k: int, add: bool, matching: dict[str, Any] | None = None, evidence: bool = False
 ) -> dict[str, Any]:
+    """``evidence``: the JSON gives each match's inlier correspondences too."""
     if not isinstance(image, str) or not image.strip():
         raise ConfigError("image: give the query image's path or URI")
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ConfigError(f"top_k: must be a whole number of at least 1, got {top_k!r}")
     overrides = {k: v for k, v in (matching or {}).items() if v is not None}
     cfg.resolve(MatchConfig, overrides, environ={})  # unknown options and bad values fail here
-    return {"image": image, "top_k": top_k, "add": bool(add), "matching": overrides}
+    return {"image": image, "top_k": top_k, "add": bool(add), "evidence": bool(evidence), "matching": overrides}

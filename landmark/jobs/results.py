@@ -1,4 +1,4 @@
-"""Where a query job's ranking goes, and reading it back."""
+"""Where a query job's ranking and results page go, and reading them back."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 from ..errors import ConfigError
 from .job import Job, NoResultError
 
-RESULT_TYPES = {"txt": "text/plain; charset=utf-8", "json": "application/json"}
+RESULT_TYPES = {"txt": "text/plain; charset=utf-8", "json": "application/json", "html": "text/html; charset=utf-8"}
 
 
 def read_result(job: Job, fmt: str) -> bytes:
-    """The bytes of a query job's ``txt`` or ``json`` results file."""
+    """The bytes of a query job's ``txt``, ``json`` or ``html`` results file."""
     from ..sources import read_bytes
 
     if fmt not in RESULT_TYPES:
@@ -21,7 +21,9 @@ def read_result(job: Job, fmt: str) -> bytes:
     if job.status != "succeeded" or not job.result:
         reason = f": {job.error}" if job.error else ""
         raise NoResultError(f"job {job.id} is {job.status}{reason}; it has no result yet")
-    location = job.result[fmt]
+    location = job.result.get(fmt)
+    if location is None:
+        raise NoResultError(f"job {job.id} has no {fmt} file: it ran before query jobs wrote one")
     return read_bytes(location if "://" in location else Path(location).as_uri())
 
 

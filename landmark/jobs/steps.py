@@ -87,7 +87,7 @@ def index_batch(
 
 
 def run_query(session: Session, holder: Holder, job_id: str) -> Job | None:
-    """Carry out a query job; its files go to ``<results>/<job id>.txt`` and ``.json``."""
+    """Carry out a query job; its files go to ``<results>/<job id>.txt``, ``.json`` and ``.html``."""
     from ..session import DEFAULT_TOP_K
 
     job = take(session, holder, job_id)
@@ -109,7 +109,8 @@ def run_query(session: Session, holder: Holder, job_id: str) -> Job | None:
             parameters["image"], top_k=int(parameters.get("top_k", DEFAULT_TOP_K)),
             add=bool(parameters.get("add", True)), match_config=session.matching(parameters.get("matching")),
             out=result_stem(session.settings.results_location, job_id), progress=progress, on_total=on_total,
-            policy=from_parameters(parameters),
+            policy=from_parameters(parameters), page=True,
+            evidence="inliers" if parameters.get("evidence") else "transform",
         ).files
     return jobs.succeed(job_id, files)
 

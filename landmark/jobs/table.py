@@ -9,12 +9,13 @@ id                 text          32 hex digits (a UUID)
 kind               text          ``index`` or ``query``
 status             text          ``queued`` -> ``running`` -> ``succeeded`` or ``failed``
 parameters         jsonb         index: ``{"sources": [...]}``;
-                                 query: ``{"image", "top_k", "add", "matching": {overrides}}``
+                                 query: ``{"image", "top_k", "add", "evidence",
+                                 "matching": {overrides}}``
 done, failed,      integer       progress. index: images stored or unchanged, images that could
 total                            not be stored, images in all; query: partitions matched
 error              text          why a failed job failed
 result             jsonb         index: ``{"stored", "unchanged", "failed": [{uri, reason}]}``;
-                                 query: ``{"txt": uri, "json": uri}``
+                                 query: ``{"txt": uri, "json": uri, "html": uri}``
 created_at, ...    timestamptz   created, started, finished
 attempts           integer       times its first step was taken
 worker             text          ``host:pid`` of the process that last took it
