@@ -7,13 +7,16 @@
                                          upload) and optional ``top_k``, ``add``, ``matching``
                                          (a JSON object). 202 with the job.
 ``GET /jobs/{id}``                       the job: status, progress, error, result locations
-``GET /jobs/{id}/result.txt``, ``.json`` a query job's ranking (409 until it has succeeded)
+``GET /jobs/{id}/result.txt``, ``.json`` a query job's ranking (409 until it has succeeded), or
+``.html``                                its results page
+``GET /``                                the search page (:mod:`landmark.search_page`)
 ``GET /health``                          database, broker and Dask reachable or not, and whether the
                                          server can run jobs (``runner``): 200, or 503 if not
 =======================================  ============================================================
 
 Every error answers ``{"detail": "<message>"}``, the message naming the input at fault. With
-``LANDMARK_API_TOKEN`` set, every endpoint but ``/health`` needs ``Authorization: Bearer <token>``
+``LANDMARK_API_TOKEN`` set, every endpoint but ``/health`` and the search page's own files needs
+``Authorization: Bearer <token>``
 (``/openapi.json`` included; ``/docs`` and ``/redoc`` are then off, as a browser cannot send it).
 Bodies are limited as they arrive (:mod:`landmark.api_input`): JSON to 1 MB and 1000 sources, an
 upload to ``LANDMARK_UPLOAD_LIMIT_MB``.
@@ -61,6 +64,7 @@ from .jobs import (
 from .results import put, remove
 from .jobs import submit as submit_job
 from .policy import SourcePolicy
+from .search_page import RESULT_PAGE_POLICY, add_search_page
 from .session import DEFAULT_TOP_K, Session, open_store
 from .settings import Settings
 from .store import Store, redact
@@ -85,6 +89,7 @@ class QueryJobRequest(BaseModel):
     image: str = Field(min_length=1)
     top_k: int = Field(DEFAULT_TOP_K, ge=1)
     add: bool = True
+    evidence: bool = Field(False, description="the JSON gives each match's inlier correspondences too")
     matching: dict[str, Any] = Field(default_factory=dict, description="MatchConfig overrides, e.g. min_inliers")
 
 
@@ -98,6 +103,7 @@ UPLOAD_FORM_SCHEMA = {
         "image": {"type": "string", "format": "binary", "description": "the query image"},
         "top_k": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K},
         "add": {"type": "boolean", "default": False},
+        "evidence": {"type": "boolean", "default": False},
         "matching": {"type": "string", "description": "MatchConfig overrides as a JSON object"},
     },
 }
@@ -285,11 +291,14 @@ def create_api(settings: Settings | None = None) -> FastAPI:
         return _job_document(service.get(_job_id(job_id)))
 
     @app.get("/jobs/{job_id}/result.{fmt}", dependencies=[Depends(authorised)],
-             summary="a query job's ranking as txt or JSON", response_class=Response)
-    def get_result(job_id: str, fmt: Literal["txt", "json"]) -> Response:
+             summary="a query job's ranking as txt or JSON, or its results page", response_class=Response)
+    def get_result(job_id: str, fmt: Literal["txt", "json", "html"]) -> Response:
         from .jobs import read_result
 
-        return Response(read_result(service.get(_job_id(job_id)), fmt), media_type=RESULT_TYPES[fmt])
+        headers = {"Content-Security-Policy": RESULT_PAGE_POLICY} if fmt == "html" else None
+        return Response(read_result(service.get(_job_id(job_id)), fmt), media_type=RESULT_TYPES[fmt], headers=headers)
+
+    add_search_page(app, settings)
 
     if settings.api_token:
         @app.get("/openapi.json", dependencies=[Depends(authorised)], include_in_schema=False)
@@ -314,7 +323,8 @@ async def _json_job(request: Request, policy: SourcePolicy) -> tuple[str, dict[s
         parameters = index_parameters(job.sources)
         _allowed(policy, job.sources, "sources")
         return "index", policy.confine(parameters)
-    parameters = query_parameters(job.image, top_k=job.top_k, add=job.add, matching=job.matching)
+    parameters = query_parameters(job.image, top_k=job.top_k, add=job.add, matching=job.matching,
+                                  evidence=job.evidence)
     _allowed(policy, [job.image], "image")
     return "query", policy.confine(parameters)
 
@@ -340,10 +350,11 @@ async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[s
     limit = int(settings.upload_limit_mb * 1_000_000)
     too_large = f"image upload is larger than the limit of {settings.upload_limit_mb:g} MB (LANDMARK_UPLOAD_LIMIT_MB)"
     body = limited(request, limit + FORM_FIELD_BYTES, too_large)
-    async with body.form(max_files=1, max_fields=4, max_part_size=FORM_FIELD_BYTES) as form:
-        unknown = sorted(set(form) - {"kind", "image", "top_k", "add", "matching"})
+    async with body.form(max_files=1, max_fields=5, max_part_size=FORM_FIELD_BYTES) as form:
+        unknown = sorted(set(form) - {"kind", "image", "top_k", "add", "evidence", "matching"})
         if unknown:
-            raise ApiError(422, f"{unknown[0]}: unknown form field; valid fields: kind, image, top_k, add, matching")
+            raise ApiError(422, f"{unknown[0]}: unknown form field; valid fields: kind, image, top_k, add, "
+                                "evidence, matching")
         if form.get("kind", "query") != "query":
             raise ApiError(422, "kind: an upload is a query image; index jobs take sources as JSON")
         upload = form.get("image")
@@ -356,6 +367,7 @@ async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[s
         try:
             top_k = int(form.get("top_k", DEFAULT_TOP_K))  # type: ignore[arg-type]
             add = cfg.coerce(form.get("add", "false"), bool, "add")
+            evidence = cfg.coerce(form.get("evidence", "false"), bool, "evidence")
         except (TypeError, ValueError) as error:
             raise ApiError(422, f"form field: {error}") from None
         matching = parse_json(form.get("matching") or "{}", "matching")  # type: ignore[arg-type]
@@ -365,7 +377,7 @@ async def _upload_job(request: Request, settings: Settings) -> tuple[str, dict[s
     location = folder + name
     # The job may read its own upload, and what the operator allows, nothing else.
     policy = settings.source_policy.widened(folder if "://" in folder else os.path.abspath(folder))
-    parameters = policy.confine(query_parameters(location, top_k=top_k, add=add, matching=matching))
+    parameters = policy.confine(query_parameters(location, top_k=top_k, add=add, matching=matching, evidence=evidence))
     await run_in_threadpool(_check_image, data, f"upload {name!r}", settings.max_image_pixels)
     await run_in_threadpool(put, location, data, "application/octet-stream")
     return "query", parameters
@@ -399,7 +411,7 @@ def _job_document(job: Job) -> dict[str, Any]:
     document["parameters"] = {k: v for k, v in document["parameters"].items() if k != "allowed_sources"}
     links = {"self": f"/jobs/{job.id}"}
     if job.kind == "query":
-        links.update({"txt": f"/jobs/{job.id}/result.txt", "json": f"/jobs/{job.id}/result.json"})
+        links.update({fmt: f"/jobs/{job.id}/result.{fmt}" for fmt in RESULT_TYPES})
     document["links"] = links
     return document
 

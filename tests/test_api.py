@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import LANDMARKS, _free_port
+from landmark.search_page import RESULT_PAGE_POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -81,20 +83,37 @@ def test_index_query_and_fetch_results_over_http(http: Any, tmp_path: Path) -> N
     assert document["matching"]["min_inliers"] == 10 and document["query"] == PHOTOS[0].as_uri()
 
     uploaded = http.post("/jobs", files={"image": ("my photo (1).jpg", small_jpeg(PHOTOS[3]), "image/jpeg")},
-                         data={"top_k": "1"})
+                         data={"top_k": "1", "evidence": "true"})
     assert uploaded.status_code == 202, uploaded.text
     image = uploaded.json()["parameters"]["image"]
     assert image.startswith(str(tmp_path / "results" / "uploads")) and image.endswith("/my_photo_1_.jpg")
-    assert uploaded.json()["parameters"]["add"] is False
+    assert uploaded.json()["parameters"]["add"] is False and uploaded.json()["parameters"]["evidence"] is True
     ranked = finished(http, uploaded.json()["id"])
     assert ranked["status"] == "succeeded", ranked
     assert http.get(f"/jobs/{ranked['id']}/result.txt").text.split("\t")[2].strip() == PHOTOS[3].as_uri()
+    top = http.get(ranked["links"]["json"]).json()["matches"][0]
+    assert len(top["correspondences"]) == top["inliers"] and len(top["transform"]["matrix"]) == 3
+    page = http.get(ranked["links"]["html"])
+    assert page.headers["content-type"] == "text/html; charset=utf-8" and PHOTOS[3].as_uri() in page.text
+    assert page.headers["content-security-policy"] == RESULT_PAGE_POLICY
+    assert http.get(ranked["links"]["html"], headers={"Authorization": ""}).status_code == 401
 
     index_result = http.get(f"/jobs/{index['id']}/result.txt")
     assert index_result.status_code == 409
     assert index_result.json() == {
         "detail": f"job {index['id']} is an index job and has no ranking; its status has its counts"
     }
+
+
+def test_the_search_page_and_its_script_need_no_token_and_nothing_from_elsewhere(http: Any) -> None:
+    page = http.get("/", headers={"Authorization": ""})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'data-token-required="true"' in page.text and '<script src="/search.js"></script>' in page.text
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)  # every file it names is this service's
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    script = http.get("/search.js", headers={"Authorization": ""})
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "sessionStorage" in script.text and not re.search(r"https?://", script.text)  # relative calls only
 
 
 def test_bad_requests_name_the_problem(http: Any) -> None:
@@ -117,9 +136,9 @@ def test_bad_requests_name_the_problem(http: Any) -> None:
         (dict(files={"image": ("notes.jpg", b"just text", "image/jpeg")}), 422,
          "upload 'notes.jpg': not an image (Pillow cannot identify the format)"),
         (dict(files={"picture": ("a.jpg", b"x", "image/jpeg")}), 422,
-         "picture: unknown form field; valid fields: kind, image, top_k, add, matching"),
+         "picture: unknown form field; valid fields: kind, image, top_k, add, evidence, matching"),
         (dict(data={"top_k": "3"}, files={"other": ("a", b"", "text/plain")}), 422,
-         "other: unknown form field; valid fields: kind, image, top_k, add, matching"),
+         "other: unknown form field; valid fields: kind, image, top_k, add, evidence, matching"),
         (dict(files={"image": ("big.jpg", b"\xff" * 600_000, "image/jpeg")}), 413,
          "image upload is larger than the limit of 0.5 MB (LANDMARK_UPLOAD_LIMIT_MB)"),
     ]
@@ -136,7 +155,7 @@ def test_bad_requests_name_the_problem(http: Any) -> None:
     assert http.get(f"/jobs/{unknown}").status_code == 404
     assert http.get("/jobs/../etc/result.txt").status_code == 404
     csv = http.get(f"/jobs/{unknown}/result.csv")
-    assert (csv.status_code, csv.json()) == (422, {"detail": "fmt: Input should be 'txt' or 'json'"})
+    assert (csv.status_code, csv.json()) == (422, {"detail": "fmt: Input should be 'txt', 'json' or 'html'"})
 
 
 def test_a_token_guards_everything_but_health(http: Any) -> None:
