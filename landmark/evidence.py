@@ -60,8 +60,8 @@ class Evidence:
             "model": self.model, "matrix": matrix,
             "query_size": list(self.query_size), "stored_size": list(self.stored_size),
         }}
-        if correspondences:
-            document["correspondences"] = self.correspondences.tolist()
+        if correspondences:  # to 0.01 px: a query's own locations carry float32 noise below that
+            document["correspondences"] = np.round(self.correspondences, 2).tolist()
         return document
 
 

@@ -90,7 +90,7 @@ def test_drawn_correspondences_and_outline_are_the_json_evidence() -> None:
         qx + rows[:, 0] * qw / qsize[0], qy + rows[:, 1] * qh / qsize[1],
         sx + rows[:, 2] * sw / ssize[0], sy + rows[:, 3] * sh / ssize[1],
     ])
-    np.testing.assert_allclose(drawn_lines(svg), expected, atol=0.051)  # drawn to 0.1 unit
+    np.testing.assert_allclose(drawn_lines(svg), expected, atol=0.06)  # drawn to 0.1 unit, JSON to 0.01 px
 
     corners = np.array([[0, 0], [qsize[0], 0], [qsize[0], qsize[1]], [0, qsize[1]]], float)
     on_stored = np.column_stack([corners, np.ones(4)]) @ np.array(match["transform"]["matrix"]).T
