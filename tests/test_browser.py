@@ -7,6 +7,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) 
 
 from __future__ import annotations
 
+import base64
 import shutil
 import threading
 import time
@@ -27,6 +28,8 @@ SACRE = sorted((LANDMARKS / "sacre_coeur").glob("*.jpg"))
 OTHERS = sorted((LANDMARKS / "berliner_dom").glob("*.jpg"))[:2] + sorted(LANDMARKS.glob("_distractors*/*.jpg"))[:3]
 QUERY = SACRE[5]
 """The photo a person picks: not in the store, five other photos of its place are."""
+DROPPED = sorted((LANDMARKS / "berliner_dom").glob("*.jpg"))[2]
+"""The photo a person drops: not in the store, two other photos of its place are."""
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +157,19 @@ def test_a_person_searches_by_photo_and_sees_the_matches(
 
         browser.refresh()  # the token is kept for the tab's session: not asked again
         assert not browser.find_element(By.ID, "token-form").is_displayed()
+
+        # A photo dropped on the page searches too.
+        browser.execute_script("""
+            const [name, data] = arguments;
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const dropped = new DataTransfer();
+            dropped.items.add(new File([bytes], name, {type: "image/jpeg"}));
+            const drop = new DragEvent("drop", {dataTransfer: dropped, bubbles: true, cancelable: true});
+            document.getElementById("drop").dispatchEvent(drop);
+        """, DROPPED.name, base64.b64encode(DROPPED.read_bytes()).decode())
+        WebDriverWait(browser, 300, poll_frequency=0.5).until(settled)
+        assert browser.find_element(By.ID, "status").text == f"Done: {DROPPED.name}"
+        dropped_job = browser.find_element(By.TAG_NAME, "body").get_attribute("data-job-id")
+        assert dropped_job != job_id
+        browser.switch_to.frame(browser.find_element(By.ID, "result"))
+        assert Path(browser.find_element(By.CSS_SELECTOR, "#rank-1 .uri").text).parent.name == "berliner_dom"

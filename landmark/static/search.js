@@ -159,6 +159,10 @@
     if (file) search(file);
   });
 
+  // A photo dropped beside the drop zone is not opened in place of the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+
   $("result").addEventListener("load", fit);
   window.addEventListener("resize", fit);
 
