@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     cfg.add_options(serve, Settings)
 
+    reindex = commands.add_parser(
+        "reindex", help="train the retrieval index anew on the stored images and give each its vector",
+        description="Train a new codebook on the stored images (k-means on a sample of their descriptors), "
+        "compute every image's VLAD vector, then make it the index queries use (the old one serves until "
+        "then). A store gets its first index by itself once it holds 1000 images; reindex when it has "
+        "outgrown it (landmark info says so) or to build one sooner.", epilog=EPILOG,
+    )
+    cfg.add_options(reindex, Settings, exclude=STORE_ONLY)
     info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
     info.add_argument("--json", action="store_true", help="print as JSON")
     cfg.add_options(info, Settings, exclude=STORE_ONLY)
@@ -465,12 +473,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"extractor:  {extractor} ({options})" if extractor else "extractor:  none yet (bound on first index)")
     print(f"images:     {stats['images']}")
     print(f"features:   {stats['features']} ({stats['feature_bytes'] / 1e6:.1f} MB stored)")
+    print(f"index:      {stats['index']}")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from .retrieval.build import train
+
+    with _session(args) as session:
+        on_total, progress, close = _progress("image")
+        on_total(session.store.count())
+        try:
+            state = train(session.store, progress=progress)
+        except ValueError as error:
+            raise LandmarkError(str(error)) from None
+        finally:
+            close()
+    print(state.describe())
     return 0
 
 
 COMMANDS = {
     "index": cmd_index, "query": cmd_query, "eval": cmd_eval, "submit": cmd_submit, "status": cmd_status,
-    "wait": cmd_wait, "result": cmd_result, "info": cmd_info, "worker": cmd_worker, "serve": cmd_serve,
+    "wait": cmd_wait, "result": cmd_result, "info": cmd_info, "reindex": cmd_reindex, "worker": cmd_worker, "serve": cmd_serve,
 }
 
 

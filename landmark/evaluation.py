@@ -6,6 +6,7 @@ Nothing heavy is imported here: the session (store, extractor, Dask) is the call
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config as cfg
+from .retrieval.build import state, train
 from .errors import SourceError
 from .sources import is_image_name, walk
 
@@ -133,6 +135,23 @@ class QueryScore:
     relevant: int
     """how many other images of its group were stored"""
     file: str | None = None
+    exhaustive: ShortlistCheck | None = None
+    """the same query verifying every image, when this one verified the index's shortlist"""
+
+
+@dataclass(frozen=True)
+class ShortlistCheck:
+    """An index query against the same query verifying every stored image."""
+
+    average_precision: float
+    precision_at_1: float
+    verified: int
+    """images exhaustive verification ranks (at least ``min_inliers``)"""
+    kept: int
+    """of those, images the shortlist kept"""
+    verified_relevant: int
+    """of the verified, images of the query's own group"""
+    kept_relevant: int
 
 
 @dataclass
@@ -178,6 +197,23 @@ class EvalReport:
         return {group: _mean(aps) for group, aps in sorted(by_group.items())}
 
     @property
+    def shortlist(self) -> dict[str, Any] | None:
+        """Recall of the index's shortlists against exhaustive verification, and both modes' scores."""
+        checks = [q.exhaustive for q in self.queries if q.exhaustive is not None]
+        if not checks:
+            return None
+        verified, verified_relevant = sum(c.verified for c in checks), sum(c.verified_relevant for c in checks)
+        return {
+            "queries": len(checks),
+            "recall": sum(c.kept for c in checks) / verified if verified else 1.0,
+            "recall_same_place": sum(c.kept_relevant for c in checks) / verified_relevant if verified_relevant else 1.0,
+            "index": {"mean_average_precision": _mean([q.average_precision for q in self.queries if q.exhaustive]),
+                      "precision_at_1": _mean([q.precision_at_1 for q in self.queries if q.exhaustive])},
+            "exhaustive": {"mean_average_precision": _mean([c.average_precision for c in checks]),
+                           "precision_at_1": _mean([c.precision_at_1 for c in checks])},
+        }
+
+    @property
     def images_per_second(self) -> float:
         return self.indexed / self.index_seconds if self.index_seconds > 0 else 0.0
 
@@ -209,6 +245,7 @@ class EvalReport:
             "mean_average_precision": self.mean_average_precision,
             "precision_at_1": self.precision_at_1,
             "per_group_map": self.per_group_map,
+            "shortlist": self.shortlist,
             "index_seconds": round(self.index_seconds, 4),
             "images_per_second": round(self.images_per_second, 4),
             "query_seconds": {k: round(v, 4) for k, v in self.query_seconds.items()},
@@ -249,6 +286,15 @@ class EvalReport:
             f"P@1:       {self.precision_at_1:.3f}",
             "per group: " + ", ".join(f"{group} {value:.3f}" for group, value in self.per_group_map.items()),
         ]
+        shortlist = self.shortlist
+        if shortlist is not None:
+            lines += [
+                f"shortlist: recall {shortlist['recall']:.3f} of the images exhaustive verification ranks, "
+                f"{shortlist['recall_same_place']:.3f} of those of the same place ({shortlist['queries']} queries)",
+                f"           exhaustive: mAP {shortlist['exhaustive']['mean_average_precision']:.3f}, "
+                f"P@1 {shortlist['exhaustive']['precision_at_1']:.3f}; index: mAP "
+                f"{shortlist['index']['mean_average_precision']:.3f}, P@1 {shortlist['index']['precision_at_1']:.3f}",
+            ]
         return lines
 
 
@@ -363,6 +409,10 @@ def evaluate(
         queries_dir.mkdir(parents=True, exist_ok=True)
 
     top_k = max(1, session.store.count())
+    config = session.match_config
+    if config.search != "exhaustive" and state(session.store).codebook_id is None:
+        train(session.store)  # an evaluation measures the index too, however small the store
+    exhaustive = dataclasses.replace(config, search="exhaustive")
     _ = session.client  # start (or reach) the Dask cluster before the first query is timed
     step = progress("query", len(queries)) if progress else None
     for group, path in queries:
@@ -382,6 +432,11 @@ def evaluate(
             group=group, uri=uri, average_precision=average_precision(ranked, relevant),
             precision_at_1=precision_at_1(ranked, relevant), seconds=seconds, relevant=len(relevant),
         )
+        if result.search.get("mode") == "index":
+            score.exhaustive = check_shortlist(
+                ranked, [m.uri for m in session.query(uri, top_k=top_k, add=False, match_config=exhaustive).matches],
+                relevant,
+            )
         if queries_dir is not None:
             document = {
                 **result.to_json(),
@@ -400,6 +455,19 @@ def evaluate(
     if out_dir is not None:
         _write_json(Path(out_dir) / SUMMARY_FILE, evaluation.to_json())
     return evaluation
+
+
+def check_shortlist(ranked: Sequence[str], exhaustive: Sequence[str], relevant: Collection[str]) -> ShortlistCheck:
+    """How the ranking of a shortlist, ``ranked``, compares with the ranking of exhaustive
+    verification, ``exhaustive`` (both: URIs with at least ``min_inliers``, best first)."""
+    kept = set(ranked)
+    relevant = set(relevant)
+    verified_relevant = [u for u in exhaustive if u in relevant]
+    return ShortlistCheck(
+        average_precision=average_precision(exhaustive, relevant), precision_at_1=precision_at_1(exhaustive, relevant),
+        verified=len(exhaustive), kept=sum(u in kept for u in exhaustive),
+        verified_relevant=len(verified_relevant), kept_relevant=sum(u in kept for u in verified_relevant),
+    )
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

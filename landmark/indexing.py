@@ -24,6 +24,7 @@ from .contract import Features
 from .errors import ImageError, LandmarkError, TransientError
 from .extractors.base import Extractor
 from .images import MAX_PIXELS, decode_image
+from .retrieval import build as retrieval
 from .sources import Unusable, expand, normalise, read_bytes
 from .store import Row, Store
 
@@ -163,6 +164,9 @@ def _index_chunk(
     # thumbnail is not written), and then this write changes nothing.
     report.stored = store.upsert(rows, also=thumbnails.Thumbnails.writer(pictures))
     report.unchanged += len(rows) - report.stored
+    # Their retrieval vectors, when the store has an index; a crash between the two writes leaves
+    # images without a vector, which queries then verify exhaustively (never a stale vector).
+    retrieval.add(store, {row.uri: row.features for row in rows}, hashes)
     return report
 
 

@@ -56,6 +56,12 @@ class MatchConfig:
     ransac_trials: int = setting(1000, help="RANSAC hypotheses per image pair", shown="the extractor's preset")
     min_inliers: int = setting(5, help="drop images with fewer verified inliers than this")
     seed: int = setting(0, help="RANSAC seed; the same seed gives the same inlier counts")
+    search: Literal["auto", "index", "exhaustive"] = setting(
+        "auto", help="which stored images a query verifies: exhaustive (all), index (a shortlist from the "
+        "retrieval index, and every image it does not cover yet), auto (index once the store has one and is "
+        "large enough that it pays)",
+    )
+    shortlist: int = setting(100, help="index search: images the retrieval index shortlists for verification")
     precision: Literal["float32", "bfloat16"] = setting(
         "float32", help="descriptor products: float32, or bfloat16 (about 2-3x faster; needs landmark[mkl])"
     )
@@ -71,6 +77,8 @@ class MatchConfig:
             raise ConfigError(f"ransac_trials: must be at least 1, got {self.ransac_trials}")
         if self.min_inliers < 0:
             raise ConfigError(f"min_inliers: must be at least 0, got {self.min_inliers}")
+        if self.shortlist < 1:
+            raise ConfigError(f"shortlist: must be at least 1, got {self.shortlist}")
         gemm.check(self.precision)
 
 

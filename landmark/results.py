@@ -43,6 +43,8 @@ class QueryResult:
     """What the JSON carries of it: ``none``, ``transform`` or ``inliers``."""
     page: str | None = None
     """The results page's HTML, written as ``PATH.html``."""
+    search: dict[str, Any] = field(default_factory=dict)
+    """how the stored images to verify were chosen (:mod:`landmark.retrieval.plan`)"""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,8 +53,10 @@ class QueryResult:
             "extractor": self.extractor,
             "matching": self.matching,
             "top_k": self.top_k,
+            "search": self.search,
             "matches": [
                 {"rank": rank, "uri": m.uri, "inliers": m.inliers, "putative_matches": m.putative_matches,
+                 **({} if m.score is None else {"index_score": round(m.score, 4)}),
                  **self._evidence_json(m.uri)}
                 for rank, m in enumerate(self.matches, start=1)
             ],

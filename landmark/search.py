@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .contract import FeatureBatch, Features
 from .matching import MatchConfig, match_batch
-from .store import Partition, connect, read_batch
+from .store import Partition, read_batch
+from .worker_db import forget_connection, worker_connection
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +32,8 @@ class Candidate:
     uri: str
     inliers: int
     putative_matches: int
-
-
-_connections: dict[str, Any] = {}
-
-
-def _worker_connection(url: str) -> Any:
-    """One connection per worker process and store, reused across tasks."""
-    conn = _connections.get(url)
-    if conn is None or conn.closed:
-        conn = _connections[url] = connect(url)
-    return conn
+    score: float | None = None
+    """its retrieval index similarity, when the index shortlisted it"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,11 +52,11 @@ def load_partition(url: str, partition: Partition) -> LoadedPartition:
     import psycopg2
 
     try:
-        uris, batch = read_batch(_worker_connection(url), partition)
+        uris, batch = read_batch(worker_connection(url), partition)
     except psycopg2.OperationalError:
         # The cached connection went stale (server restart, idle timeout): reconnect once.
-        _connections.pop(url, None)
-        uris, batch = read_batch(_worker_connection(url), partition)
+        forget_connection(url)
+        uris, batch = read_batch(worker_connection(url), partition)
     return LoadedPartition(uris, batch)
 
 
@@ -95,11 +89,20 @@ class PartitionCache:
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tag = hashlib.sha1(url.encode()).hexdigest()[:12]
 
-    def futures(self, partitions: Sequence[Partition]) -> tuple[list[str], list[Any], int]:
-        """Keys and futures of ``partitions`` (loading the ones not held), and how many were loaded."""
-        keys = [f"landmark-partition-{self._tag}-{p.lo}-{p.hi}-{p.rows}-{p.revision}" for p in partitions]
-        for stale in set(self._held) - set(keys):
+    def futures(
+        self, partitions: Sequence[Partition], codebook_id: int | None = None
+    ) -> tuple[list[str], list[Any], int]:
+        """Keys and futures of ``partitions`` (loading the ones not held), and how many were loaded:
+        their features, or with ``codebook_id`` their retrieval vectors
+        (:func:`landmark.retrieval.shortlist.load_vectors`)."""
+        from .retrieval.shortlist import load_vectors
+
+        kind = "partition" if codebook_id is None else f"vectors-{codebook_id}"
+        keys = [f"landmark-{kind}-{self._tag}-{p.lo}-{p.hi}-{p.rows}-{p.revision}" for p in partitions]
+        for stale in {key for key in self._held if key.startswith(f"landmark-{kind}-")} - set(keys):
             del self._held[stale]  # dropping the future lets the worker free the memory
+        for other in [key for key in self._held if not key.startswith(f"landmark-{kind}-")]:
+            del self._held[other]  # one kind at a time: features and vectors would double the memory
         loaded = 0
         workers = sorted(self.client.scheduler_info().get("workers", {}))
         for index, (key, partition) in enumerate(zip(keys, partitions)):
@@ -108,7 +111,11 @@ class PartitionCache:
                 # lives, so an uneven spread would leave one worker finishing alone. Loose, so a
                 # partition still loads if its worker has gone.
                 where = {"workers": [workers[index % len(workers)]], "allow_other_workers": True} if workers else {}
-                self._held[key] = self.client.submit(load_partition, self.url, partition, key=key, **where)
+                if codebook_id is None:
+                    self._held[key] = self.client.submit(load_partition, self.url, partition, key=key, **where)
+                else:
+                    self._held[key] = self.client.submit(load_vectors, self.url, codebook_id, partition, key=key,
+                                                         **where)
                 loaded += 1
         return keys, [self._held[key] for key in keys], loaded
 
@@ -165,9 +172,32 @@ def search(
     return candidates, loaded
 
 
+def search_shortlist(
+    cache: PartitionCache,
+    partitions: Sequence[Partition],
+    query: Features,
+    query_vector: np.ndarray,
+    codebook_id: int,
+    exclude_uri: str | None,
+    config: MatchConfig,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Candidate], int, dict[str, int]]:
+    """Verify the retrieval index's shortlist of ``config.shortlist`` images (and every image it
+    does not cover); candidates, partitions read, and ``{"shortlisted", "unindexed"}``."""
+    from .retrieval.shortlist import shortlist_and_verify
+
+    _, held, loaded = cache.futures(partitions, codebook_id)
+    rows, shortlisted, unindexed = shortlist_and_verify(
+        cache.client, held, cache.url, query, query_vector, exclude_uri, config, config.shortlist, progress
+    )
+    candidates = [Candidate(uri, inliers, putative, score) for _, uri, inliers, putative, score in rows]
+    return candidates, loaded, {"shortlisted": shortlisted, "unindexed": unindexed}
+
+
 def rank(candidates: Sequence[Candidate], *, min_inliers: int, top_k: int) -> list[Candidate]:
-    """Best first: most inliers, then most putative matches, then URI (so ties are stable)."""
+    """Best first: most inliers, then the index's similarity (when it shortlisted them), then most
+    putative matches, then URI (so ties are stable)."""
     kept = [c for c in candidates if c.inliers >= min_inliers and c.inliers > 0]
-    kept.sort(key=lambda c: (-c.inliers, -c.putative_matches, c.uri))
+    kept.sort(key=lambda c: (-c.inliers, -(c.score or 0.0), -c.putative_matches, c.uri))
     return kept[:top_k]
 

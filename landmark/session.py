@@ -27,7 +27,10 @@ from .indexing import IndexReport, decode_and_extract, gather, index_uris, sha25
 from .matching import PRESETS, MatchConfig
 from .page import render
 from .results import QueryResult, write
-from .search import PartitionCache, rank, search
+from .retrieval.build import train_if_due
+from .retrieval.plan import search_plan
+from .retrieval.vlad import vlad
+from .search import PartitionCache, rank, search, search_shortlist
 from .settings import Settings
 from .sources import normalise, read_bytes
 from .store import ExtractorSpec, Row, Store
@@ -152,6 +155,9 @@ class Session:
         report = index_uris(self.store, self.extractor, list(uris), progress=progress,
                             max_pixels=self.settings.max_image_pixels) if uris else IndexReport()
         report.failed[:0] = unusable
+        trained = train_if_due(self.store)
+        if trained is not None:
+            self.announce(trained.describe())
         return report
 
     def query(
@@ -229,12 +235,21 @@ class Session:
         client = self.client if stored else None
         lap("connect_dask")
         partitions = self.store.partitions(partition_size(stored, self.settings.partition_size, client))
+        plan = search_plan(self.store, match_config, stored)
         if on_total is not None:
             on_total(len(partitions))
         lap("plan")
-        candidates, loaded = (
-            search(self.partition_cache, partitions, features, uri, match_config, progress) if partitions else ([], 0)
-        )
+        if not partitions:
+            candidates, loaded = [], 0
+        elif plan.codebook is None:
+            candidates, loaded = search(self.partition_cache, partitions, features, uri, match_config, progress)
+        else:
+            query_vector = vlad(features.descriptors, plan.codebook.centroids)
+            candidates, loaded, shortlist_counts = search_shortlist(
+                self.partition_cache, partitions, features, query_vector, plan.codebook.id, uri, match_config,
+                progress,
+            )
+            plan.counts.update(shortlist_counts)
         lap("match")
         ranked = rank(candidates, min_inliers=match_config.min_inliers, top_k=top_k)
         lap("rank")
@@ -259,10 +274,13 @@ class Session:
             },
             timings_s=timings,
             added_to_store=False,
+            search=plan.to_json(),
         )
 
     def info(self) -> dict[str, Any]:
-        return self.store.stats()
+        from .retrieval.build import state
+
+        return {**self.store.stats(), "index": state(self.store).describe()}
 
 
 def partition_size(stored: int, largest: int, client: Any) -> int:

@@ -387,6 +387,34 @@ def read_partition(conn: Any, partition: Partition, exclude_uri: str | None) -> 
         return _partition_rows(cur, partition, exclude_uri)
 
 
+@dataclass(frozen=True)
+class StoredRows:
+    """Stored images read by id, in id order."""
+
+    ids: list[int]
+    uris: list[str]
+    revisions: list[int]
+    features: list[Features]
+
+
+def read_rows(cur: Any, ids: Sequence[int]) -> StoredRows:
+    """The stored images among ``ids``."""
+    cur.execute(
+        "SELECT id, uri, revision, width, height, descriptor_dim, locations, descriptors, descriptor_encoding "
+        "FROM landmarks WHERE id = ANY(%s) ORDER BY id",
+        (list(map(int, ids)),),
+    )
+    rows = cur.fetchall()
+    return StoredRows([int(r[0]) for r in rows], [r[1] for r in rows], [int(r[2]) for r in rows],
+                      [_features(*r[3:]) for r in rows])
+
+
+def rows_with_hashes(cur: Any, hashes: dict[str, str]) -> list[tuple[str, int, int]]:
+    """``(uri, id, revision)`` of the stored images whose URI and content hash are in ``hashes``."""
+    cur.execute("SELECT uri, id, revision, content_sha256 FROM landmarks WHERE uri = ANY(%s)", (list(hashes),))
+    return [(uri, int(i), int(r)) for uri, i, r, sha in cur.fetchall() if hashes.get(uri) == sha]
+
+
 def read_batch(conn: Any, partition: Partition) -> tuple[list[str], FeatureBatch]:
     """URIs and features of every row in ``partition``, in id order, as one batch."""
     uris, features = read_partition(conn, partition, None)

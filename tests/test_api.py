@@ -129,7 +129,7 @@ def test_bad_requests_name_the_problem(http: Any) -> None:
          "ratio: 'x' is not a valid float"),
         (dict(json={"kind": "query", "image": "q.jpg", "matching": {"shine": 1}}), 400,
          "unknown option 'shine' for MatchConfig; valid options: rule, max_distance, ratio, verification, "
-         "ransac_threshold, ransac_trials, min_inliers, seed, precision"),
+         "ransac_threshold, ransac_trials, min_inliers, seed, search, shortlist, precision"),
         (dict(content=b"{not json", headers={"content-type": "application/json"}), 400, None),
         (dict(content=b"hello", headers={"content-type": "text/plain"}), 415,
          "content type 'text/plain': send application/json, or multipart/form-data with an image file"),

@@ -1,0 +1,133 @@
+"""A query through the index, on Dask: shortlist by VLAD similarity, then verify the shortlist.
+
+1. Each Dask worker holds the VLAD vectors of its partitions (8 kB per image in float16, read
+   from PostgreSQL once and kept, like the features in exhaustive mode) and returns the ``k``
+   most similar images of each partition, plus every image that has no current vector.
+2. The client keeps the ``k`` most similar overall.
+3. The shortlist and the images without a vector are read from PostgreSQL by id and verified
+   (putative matching + RANSAC, as in exhaustive mode) in a few tasks spread over the workers.
+
+No process holds more than its partitions' vectors and one chunk of features, and an image the
+index does not cover yet is always verified, so the index can lag behind without hiding anything.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..contract import FeatureBatch, Features
+from ..matching import MatchConfig, match_batch
+from ..store import Partition
+
+SCORE_ROWS = 1024
+"""Vectors scored per step: float16 rows are widened to float32 a block at a time."""
+
+
+@dataclass(frozen=True, eq=False)
+class HeldVectors:
+    """A partition's VLAD vectors as a worker holds them between queries."""
+
+    ids: np.ndarray
+    """``[n]`` image ids, ascending"""
+    uris: list[str]
+    vectors: np.ndarray
+    """``[m x dim]`` float16: the images that have a current vector"""
+    indexed: np.ndarray
+    """``[m]`` positions in ``ids`` of those images"""
+    unindexed: np.ndarray
+    """positions in ``ids`` of the images without one"""
+
+    def __sizeof__(self) -> int:  # lets Dask account for the memory it holds
+        return self.vectors.nbytes + self.ids.nbytes + sum(len(u) + 49 for u in self.uris)
+
+
+def load_vectors(url: str, codebook_id: int, partition: Partition) -> HeldVectors:
+    """Runs on a Dask worker: read one partition's vectors."""
+    from ..worker_db import worker_cursor
+    from .table import read_vectors
+
+    with worker_cursor(url) as cur:
+        ids, uris, vectors = read_vectors(cur, codebook_id, partition)
+    if vectors is None:
+        return HeldVectors(ids, uris, np.zeros((0, 0), np.float16), np.zeros(0, np.int64), np.arange(len(ids)))
+    have = ~np.isnan(vectors[:, 0])
+    return HeldVectors(ids, uris, np.ascontiguousarray(vectors[have]), np.flatnonzero(have), np.flatnonzero(~have))
+
+
+def most_similar(
+    held: HeldVectors, query: np.ndarray, exclude_uri: str | None, k: int
+) -> tuple[list[tuple[float, int]], list[int]]:
+    """Runs on a Dask worker: ``(score, id)`` of the ``k`` images of ``held`` most similar to
+    ``query`` ``[dim]`` (best first), and the ids of its images without a vector."""
+    scores = np.empty(len(held.indexed), np.float32)
+    q = np.asarray(query, np.float32)
+    for start in range(0, len(scores), SCORE_ROWS):
+        scores[start:start + SCORE_ROWS] = held.vectors[start:start + SCORE_ROWS].astype(np.float32) @ q
+    excluded = {i for i, uri in enumerate(held.uris) if uri == exclude_uri}
+    if excluded:
+        scores[np.isin(held.indexed, list(excluded))] = -np.inf
+    top = np.argsort(-scores, kind="stable")[:k]
+    best = [(float(scores[i]), int(held.ids[held.indexed[i]])) for i in top if np.isfinite(scores[i])]
+    return best, [int(held.ids[i]) for i in held.unindexed if i not in excluded]
+
+
+def merge_shortlists(parts: Sequence[list[tuple[float, int]]], k: int) -> list[tuple[float, int]]:
+    """The ``k`` best ``(score, id)`` of per-partition lists, best first, ties by id."""
+    return heapq.nsmallest(k, (item for part in parts for item in part), key=lambda item: (-item[0], item[1]))
+
+
+def verify_ids(url: str, ids: Sequence[int], query: Features, config: MatchConfig) -> list[tuple[int, str, int, int]]:
+    """Runs on a Dask worker: ``(id, uri, inliers, putative matches)`` of the stored images
+    ``ids`` matched against ``query``."""
+    from ..worker_db import worker_cursor
+    from ..store import read_rows
+
+    with worker_cursor(url) as cur:
+        rows = read_rows(cur, ids)
+    if not rows.ids:
+        return []
+    counts = match_batch(query, FeatureBatch.of(rows.features), config)
+    return [(i, uri, int(c[0]), int(c[1])) for i, uri, c in zip(rows.ids, rows.uris, counts)]
+
+
+def chunked(ids: Sequence[int], parts: int) -> list[list[int]]:
+    """``ids`` in at most ``parts`` chunks of near-equal size, order kept."""
+    parts = max(1, min(parts, len(ids)))
+    size = -(-len(ids) // parts)
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def shortlist_and_verify(
+    client: Any,
+    held: Sequence[Any],
+    url: str,
+    query: Features,
+    query_vector: np.ndarray,
+    exclude_uri: str | None,
+    config: MatchConfig,
+    k: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[int, str, int, int, float | None]], int, int]:
+    """Shortlist ``k`` images from the ``held`` vector futures and verify them with every image
+    the index does not cover; ``([(id, uri, inliers, putative, score or None)], shortlisted,
+    unindexed)``."""
+    scored = client.gather([client.submit(most_similar, h, query_vector, exclude_uri, k, pure=False) for h in held])
+    if progress is not None:
+        progress(len(held))
+    best = merge_shortlists([s for s, _ in scored], k)
+    unindexed = sorted({i for _, missing in scored for i in missing})
+    score_of = {i: s for s, i in best}
+    ids = sorted(score_of) + unindexed
+    if not ids:
+        return [], 0, 0
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    [query_future] = client.scatter([query], broadcast=True)
+    futures = [client.submit(verify_ids, url, chunk, query_future, config, pure=False)
+               for chunk in chunked(ids, 2 * workers)]
+    verified = [row for part in client.gather(futures) for row in part]
+    return [(i, uri, inl, put, score_of.get(i)) for i, uri, inl, put in verified], len(best), len(unindexed)
