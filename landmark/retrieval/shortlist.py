@@ -1,8 +1,10 @@
 """A query through the index, on Dask: shortlist by VLAD similarity, then verify the shortlist.
 
-1. Each Dask worker holds the VLAD vectors of its partitions (8 kB per image in float16, read
-   from PostgreSQL once and kept, like the features in exhaustive mode) and returns the ``k``
-   most similar images of each partition, plus every image that has no current vector.
+1. Each Dask worker holds the VLAD vectors of its partitions (read from PostgreSQL once, where
+   they are float16, and kept as float32, 16 kB per image: a product over them is then one pass
+   over memory, where widening float16 on every query would cost more than the product) and,
+   in one task per worker, returns the ``k`` most similar images of all its partitions, plus
+   every image that has no current vector.
 2. The client keeps the ``k`` most similar overall.
 3. The shortlist and the images without a vector are read from PostgreSQL by id and verified
    (putative matching + RANSAC, as in exhaustive mode) in a few tasks spread over the workers.
@@ -24,10 +26,6 @@ from ..contract import FeatureBatch, Features
 from ..matching import MatchConfig, match_batch
 from ..store import Partition
 
-SCORE_ROWS = 1024
-"""Vectors scored per step: float16 rows are widened to float32 a block at a time."""
-
-
 @dataclass(frozen=True, eq=False)
 class HeldVectors:
     """A partition's VLAD vectors as a worker holds them between queries."""
@@ -36,7 +34,7 @@ class HeldVectors:
     """``[n]`` image ids, ascending"""
     uris: list[str]
     vectors: np.ndarray
-    """``[m x dim]`` float16: the images that have a current vector"""
+    """``[m x dim]`` float32: the images that have a current vector"""
     indexed: np.ndarray
     """``[m]`` positions in ``ids`` of those images"""
     unindexed: np.ndarray
@@ -54,9 +52,9 @@ def load_vectors(url: str, codebook_id: int, partition: Partition) -> HeldVector
     with worker_cursor(url) as cur:
         ids, uris, vectors = read_vectors(cur, codebook_id, partition)
     if vectors is None:
-        return HeldVectors(ids, uris, np.zeros((0, 0), np.float16), np.zeros(0, np.int64), np.arange(len(ids)))
+        return HeldVectors(ids, uris, np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.arange(len(ids)))
     have = ~np.isnan(vectors[:, 0])
-    return HeldVectors(ids, uris, np.ascontiguousarray(vectors[have]), np.flatnonzero(have), np.flatnonzero(~have))
+    return HeldVectors(ids, uris, vectors[have].astype(np.float32), np.flatnonzero(have), np.flatnonzero(~have))
 
 
 def most_similar(
@@ -64,16 +62,22 @@ def most_similar(
 ) -> tuple[list[tuple[float, int]], list[int]]:
     """Runs on a Dask worker: ``(score, id)`` of the ``k`` images of ``held`` most similar to
     ``query`` ``[dim]`` (best first), and the ids of its images without a vector."""
-    scores = np.empty(len(held.indexed), np.float32)
-    q = np.asarray(query, np.float32)
-    for start in range(0, len(scores), SCORE_ROWS):
-        scores[start:start + SCORE_ROWS] = held.vectors[start:start + SCORE_ROWS].astype(np.float32) @ q
+    scores = held.vectors @ np.asarray(query, np.float32) if len(held.indexed) else np.zeros(0, np.float32)
     excluded = {i for i, uri in enumerate(held.uris) if uri == exclude_uri}
     if excluded:
         scores[np.isin(held.indexed, list(excluded))] = -np.inf
     top = np.argsort(-scores, kind="stable")[:k]
     best = [(float(scores[i]), int(held.ids[held.indexed[i]])) for i in top if np.isfinite(scores[i])]
     return best, [int(held.ids[i]) for i in held.unindexed if i not in excluded]
+
+
+def most_similar_of_all(
+    held: Sequence[HeldVectors], query: np.ndarray, exclude_uri: str | None, k: int
+) -> tuple[list[tuple[float, int]], list[int]]:
+    """Runs on a Dask worker: :func:`most_similar` over the partitions it holds, merged (one
+    task per worker, where one per partition would cost more in scheduling than in scoring)."""
+    parts = [most_similar(h, query, exclude_uri, k) for h in held]
+    return merge_shortlists([best for best, _ in parts], k), [i for _, missing in parts for i in missing]
 
 
 def merge_shortlists(parts: Sequence[list[tuple[float, int]]], k: int) -> list[tuple[float, int]]:
@@ -116,7 +120,14 @@ def shortlist_and_verify(
     """Shortlist ``k`` images from the ``held`` vector futures and verify them with every image
     the index does not cover; ``([(id, uri, inliers, putative, score or None)], shortlisted,
     unindexed)``."""
-    scored = client.gather([client.submit(most_similar, h, query_vector, exclude_uri, k, pure=False) for h in held])
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    # The partition cache put partition i on workers[i % n]: score each worker's on that worker.
+    groups = [list(held[w::len(workers)]) for w in range(len(workers))] if workers else [list(held)]
+    scored = client.gather([
+        client.submit(most_similar_of_all, group, query_vector, exclude_uri, k, pure=False,
+                      **({"workers": [workers[w]], "allow_other_workers": True} if workers else {}))
+        for w, group in enumerate(groups) if group
+    ])
     if progress is not None:
         progress(len(held))
     best = merge_shortlists([s for s, _ in scored], k)
@@ -125,9 +136,8 @@ def shortlist_and_verify(
     ids = sorted(score_of) + unindexed
     if not ids:
         return [], 0, 0
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
     [query_future] = client.scatter([query], broadcast=True)
     futures = [client.submit(verify_ids, url, chunk, query_future, config, pure=False)
-               for chunk in chunked(ids, 2 * workers)]
+               for chunk in chunked(ids, 2 * max(1, len(workers)))]
     verified = [row for part in client.gather(futures) for row in part]
     return [(i, uri, inl, put, score_of.get(i)) for i, uri, inl, put in verified], len(best), len(unindexed)
