@@ -66,7 +66,11 @@ def most_similar(
     excluded = {i for i, uri in enumerate(held.uris) if uri == exclude_uri}
     if excluded:
         scores[np.isin(held.indexed, list(excluded))] = -np.inf
-    top = np.argsort(-scores, kind="stable")[:k]
+    if len(scores) > k:  # the k best in linear time, then only those sorted
+        candidates = np.argpartition(-scores, k)[:k]
+        top = candidates[np.lexsort((held.ids[held.indexed[candidates]], -scores[candidates]))]
+    else:
+        top = np.lexsort((held.ids[held.indexed], -scores))
     best = [(float(scores[i]), int(held.ids[held.indexed[i]])) for i in top if np.isfinite(scores[i])]
     return best, [int(held.ids[i]) for i in held.unindexed if i not in excluded]
 
