@@ -27,9 +27,21 @@ EPILOG = """Settings also come from the environment (LANDMARK_HOME, LANDMARK_DAT
 LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, which beats the default."""
 
 
-STORE_ONLY = ("dask_scheduler", "dask_workers", "partition_size", "extractor", "results", "broker_url",
-              "extract_batch", "max_image_pixels")
-"""Settings that commands which only read the store do not take."""
+_STORE = ("home", "database_url")
+_EXTRACT = ("extractor", "max_image_pixels")
+_MATCH = ("dask", "dask_scheduler", "dask_workers", "partition_size")
+_QUEUE = ("broker_url", "results")
+TAKES: dict[str, tuple[str, ...] | None] = {
+    "index": _STORE + _EXTRACT,
+    "query": _STORE + _EXTRACT + _MATCH,
+    "eval": _STORE + _EXTRACT + _MATCH,
+    "submit index": _STORE + _EXTRACT + _QUEUE + ("extract_batch",),
+    "submit query": _STORE + _EXTRACT + _MATCH + _QUEUE,
+    "status": _STORE, "wait": _STORE, "result": _STORE, "info": _STORE, "reindex": _STORE,
+    "worker": None, "serve": None,  # every setting: they run whatever jobs come
+}
+"""The settings each command takes as options (``None``: all of them); the rest still come from
+the environment, where a deployment sets them once for every command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     index.add_argument("sources", nargs="+", metavar="SOURCE", help="images to index")
-    _common(index)
+    _common(index, "index")
 
     query = commands.add_parser(
         "query", help="rank the stored images by how well they match one image",
@@ -65,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--html", action="store_true",
         help="also write PATH.html, a results page with the pictures and their matches drawn (self-contained)",
     )
-    _query_options(query)
+    _query_options(query, "query")
 
     evaluation = commands.add_parser(
         "eval", help="index a dataset into a fresh store and score leave-one-out retrieval",
@@ -90,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-store", action="store_true",
         help="keep the temporary store afterwards and print where it is (default: remove it)",
     )
-    _common(evaluation)
+    _common(evaluation, "eval")
     cfg.add_options(evaluation, MatchConfig)
 
     submit = commands.add_parser(
@@ -102,10 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = submit.add_subparsers(dest="kind", required=True, metavar="KIND")
     submit_index = kinds.add_parser("index", help="index SOURCE... (as landmark index)")
     submit_index.add_argument("sources", nargs="+", metavar="SOURCE")
-    _common(submit_index)
+    _common(submit_index, "submit index")
     submit_query = kinds.add_parser("query", help="query IMAGE (as landmark query); results go under RESULTS")
     submit_query.add_argument("image", metavar="IMAGE")
-    _query_options(submit_query)
+    _query_options(submit_query, "submit query")
 
     for name, text in (("status", "show a job's status and progress"), ("wait", "wait until a job has finished")):
         command = commands.add_parser(name, help=text, epilog=EPILOG)
@@ -115,13 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="give up after S seconds (default: wait as long as it takes)")
         else:
             command.add_argument("--json", action="store_true", help="print as JSON")
-        cfg.add_options(command, Settings, exclude=STORE_ONLY)
+        cfg.add_options(command, Settings, only=TAKES[name])
     result = commands.add_parser("result", help="print or save a query job's ranking", epilog=EPILOG)
     result.add_argument("job_id", metavar="JOB_ID")
     result.add_argument("--format", choices=("txt", "json", "html"), default="txt",
                         help="which file: txt, json or html, the results page (default: txt)")
     result.add_argument("--out", metavar="PATH", help="write it to PATH instead of printing it")
-    cfg.add_options(result, Settings, exclude=STORE_ONLY)
+    cfg.add_options(result, Settings, only=TAKES["result"])
 
     worker = commands.add_parser(
         "worker", help="run a queue worker (needs a broker)",
@@ -135,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=0, metavar="N",
                         help="processes of an extract-only worker (default: one per core)")
     worker.add_argument("--loglevel", default="INFO", metavar="LEVEL", help="Celery log level (default: INFO)")
-    cfg.add_options(worker, Settings)
+    cfg.add_options(worker, Settings, only=TAKES["worker"])
 
     serve = commands.add_parser(
         "serve", help="serve the HTTP API (jobs, results, health)",
@@ -146,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    cfg.add_options(serve, Settings)
+    cfg.add_options(serve, Settings, only=TAKES["serve"])
 
     reindex = commands.add_parser(
         "reindex", help="train the retrieval index anew on the stored images and give each its vector",
@@ -155,14 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         "then). A store gets its first index by itself once it holds 1000 images; reindex when it has "
         "outgrown it (landmark info says so) or to build one sooner.", epilog=EPILOG,
     )
-    cfg.add_options(reindex, Settings, exclude=STORE_ONLY)
+    cfg.add_options(reindex, Settings, only=TAKES["reindex"])
     info = commands.add_parser("info", help="where the store is, its extractor, and how much it holds", epilog=EPILOG)
     info.add_argument("--json", action="store_true", help="print as JSON")
-    cfg.add_options(info, Settings, exclude=STORE_ONLY)
+    cfg.add_options(info, Settings, only=TAKES["info"])
     return parser
 
 
-def _query_options(parser: argparse.ArgumentParser) -> None:
+def _query_options(parser: argparse.ArgumentParser, command: str) -> None:
     """What every command that runs a query takes: how many matches, --no-add, and the settings."""
     parser.add_argument(
         "--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
@@ -176,16 +188,21 @@ def _query_options(parser: argparse.ArgumentParser) -> None:
         "--evidence", action="store_true",
         help="give each match's inlier correspondences in the JSON too (by default only its transformation)",
     )
-    _common(parser)
+    _common(parser, command)
     cfg.add_options(parser, MatchConfig)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument(
         "-E", "--extractor-option", action="append", default=[], metavar="KEY=VALUE",
         help="an extractor setting, e.g. -E max_features=2000 or -E model=/path/to/delf (repeatable)",
     )
-    cfg.add_options(parser, Settings)
+    cfg.add_options(parser, Settings, only=TAKES[command])
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The command's settings: its options (those :data:`TAKES` gives it), then the environment."""
+    return cfg.resolve(Settings, cfg.options_from(args, Settings))
 
 
 def _extractor_options(pairs: list[str]) -> dict[str, str]:
@@ -201,7 +218,7 @@ def _extractor_options(pairs: list[str]) -> dict[str, str]:
 def _session(args: argparse.Namespace, settings: Settings | None = None, **kwargs: Any):  # noqa: ANN202
     from .session import Session
 
-    settings = settings or cfg.resolve(Settings, cfg.options_from(args, Settings))
+    settings = settings or _settings(args)
     return Session(settings, announce=lambda text: print(text, file=sys.stderr), **kwargs)
 
 
@@ -338,7 +355,7 @@ def _remove_embedded(home: Path) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from .jobs import Jobs, index_parameters, query_parameters, run, submit
 
-    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    settings = _settings(args)
     if settings.broker_url and (args.extractor_option or args.extractor):
         raise LandmarkError(
             "--extractor and --extractor-option cannot travel with a queued job: the workers' own settings "
@@ -375,7 +392,7 @@ def _sender(settings: Settings):  # noqa: ANN202 - Callable[[Work], None] | None
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.app import create_app, worker_argv
 
-    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    settings = _settings(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     argv = worker_argv(queues, concurrency=args.concurrency, loglevel=args.loglevel)
     if "--pool=solo" not in argv:
@@ -393,7 +410,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .api import create_api
 
-    settings = cfg.resolve(Settings, cfg.options_from(args, Settings))
+    settings = _settings(args)
     uvicorn.run(create_api(settings), host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)))
     return 0

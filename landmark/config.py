@@ -133,12 +133,16 @@ def as_dict(config: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = ()) -> None:
-    """Add one ``--option`` per field of ``cls``; the parsed value is ``None`` when not given."""
+def add_options(parser: argparse.ArgumentParser, cls: type, *, only: tuple[str, ...] | None = None) -> None:
+    """Add one ``--option`` per field of ``cls`` (or per field named in ``only``); the parsed
+    value is ``None`` when not given."""
     title = cls.__doc__.strip().splitlines()[0].rstrip(".") if cls.__doc__ else cls.__name__
     group = parser.add_argument_group(title)
+    unknown = set(only or ()) - set(field_names(cls))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
     for f in fields(cls):
-        if f.name in exclude or not f.metadata.get("cli", True):
+        if (only is not None and f.name not in only) or not f.metadata.get("cli", True):
             continue
         annotation = _field_type(cls, f)
         flag = "--" + f.name.replace("_", "-")
