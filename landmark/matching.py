@@ -142,12 +142,12 @@ float32 block (4 MB at Nq = 1000) keeps memory flat however large the partition;
 faster than 256 or 4096 rows, as the passes for the nearest neighbours then read it from cache."""
 
 
-def _blocks(offsets: np.ndarray) -> list[tuple[int, int]]:
-    """Consecutive image ranges ``(first, end)`` of about :data:`STORED_ROWS_PER_PRODUCT` rows each."""
+def _blocks(offsets: np.ndarray, rows: int = STORED_ROWS_PER_PRODUCT) -> list[tuple[int, int]]:
+    """Consecutive image ranges ``(first, end)`` of at most ``rows`` rows each (at least one image)."""
     blocks, first = [], 0
     images = len(offsets) - 1
     while first < images:
-        end = int(np.searchsorted(offsets, offsets[first] + STORED_ROWS_PER_PRODUCT, side="right")) - 1
+        end = int(np.searchsorted(offsets, offsets[first] + rows, side="right")) - 1
         end = min(max(end, first + 1), images)
         blocks.append((first, end))
         first = end
@@ -215,8 +215,11 @@ def match_batch(query: Features, batch: FeatureBatch, config: MatchConfig) -> np
     Returns int64 ``[B x 2]``: ``(inliers, putative matches)`` for each of the ``B`` stored images,
     in order. Nearest neighbours come from blocked matrix products over the whole batch; RANSAC
     then runs per pair, and only where enough putative matches exist to reach both
-    ``min_inliers`` and the model's minimal sample (otherwise inliers are 0).
+    ``min_inliers`` and the model's minimal sample (otherwise inliers are 0). ``batch`` may also
+    be a partition held in GPU memory (:class:`landmark.gpu.HeldBatch`, ``LANDMARK_DEVICE=cuda``).
     """
+    if not isinstance(batch, FeatureBatch):
+        return batch.match(query, config)  # a partition held on a GPU matches itself there (landmark.gpu)
     result = np.zeros((len(batch), 2), dtype=np.int64)
     if len(batch) == 0 or query.num_features == 0 or batch.offsets[-1] == 0:
         return result
