@@ -2,7 +2,7 @@
 # picks the role (see docker-compose.yml and k8s/).
 #
 #   docker build -t landmark .                                          # CPU TensorFlow
-#   docker build --build-arg TENSORFLOW="tensorflow[and-cuda]" -t landmark:gpu .
+#   docker build --build-arg TENSORFLOW="tensorflow[and-cuda]" --build-arg EXTRAS="mkl,gpu" -t landmark:gpu .
 #   docker build --build-arg DELF_MODEL_URL="https://tfhub.dev/google/delf/1?tf-hub-format=compressed" \
 #                -t landmark:delf .                                     # DELF baked in
 ARG PYTHON_VERSION=3.11
@@ -10,6 +10,8 @@ ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim AS build
 ARG TENSORFLOW=tensorflow
 ARG DELF_MODEL_URL=""
+# gpu adds PyTorch, for LANDMARK_DEVICE=cuda on the Dask workers.
+ARG EXTRAS=mkl
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/landmark
 ENV PATH=/opt/landmark/bin:$PATH
@@ -18,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY landmark ./landmark
 COPY workers ./workers
 # TensorFlow first, so that the GPU flavour is the one the package's requirement finds.
-RUN pip install "${TENSORFLOW}" && pip install ".[mkl]" \
+RUN pip install "${TENSORFLOW}" && pip install ".[${EXTRAS}]" \
  && find /opt/landmark -name "__pycache__" -prune -exec rm -rf {} + \
  && find /opt/landmark -name "tests" -path "*site-packages/*" -prune -exec rm -rf {} +
 # The DELF SavedModel, when asked for: unpacked to /opt/models/delf (empty otherwise).

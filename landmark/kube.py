@@ -5,10 +5,12 @@ the match worker asks the operator for; it is a pure function, so the manifest c
 without a cluster (``tests/test_deploy.py`` validates it against the operator's CRD).
 :func:`kube_cluster` creates that cluster, or connects to it when it already runs, and lets
 the operator scale its workers between ``min_workers`` and ``max_workers`` with the work.
+With ``LANDMARK_DEVICE=cuda`` each worker pod asks for one GPU (:func:`gpu_worker`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +53,9 @@ def dask_cluster_spec(settings: Settings, env: Mapping[str, str] | None = None) 
         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
     }
     security = {"runAsNonRoot": True, "runAsUser": 10001}
+    worker_pod: dict[str, Any] = {"securityContext": security, "containers": [worker_container]}
+    if settings.device == "cuda":
+        worker_pod = gpu_worker(worker_pod)
     metadata: dict[str, Any] = {"name": settings.dask_cluster, "labels": labels}
     if settings.dask_namespace:
         metadata["namespace"] = settings.dask_namespace
@@ -59,10 +64,7 @@ def dask_cluster_spec(settings: Settings, env: Mapping[str, str] | None = None) 
         "kind": "DaskCluster",
         "metadata": metadata,
         "spec": {
-            "worker": {
-                "replicas": settings.dask_min_workers,
-                "spec": {"securityContext": security, "containers": [worker_container]},
-            },
+            "worker": {"replicas": settings.dask_min_workers, "spec": worker_pod},
             "scheduler": {
                 "spec": {"securityContext": security, "containers": [scheduler_container]},
                 "service": {
@@ -77,6 +79,23 @@ def dask_cluster_spec(settings: Settings, env: Mapping[str, str] | None = None) 
             },
         },
     }
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+"""The extended resource NVIDIA's device plugin gives a node's GPUs."""
+
+
+def gpu_worker(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the Dask worker's pod spec ``pod`` whose worker container has one GPU: ``1`` of
+    :data:`GPU_RESOURCE` in its limits (Kubernetes sets an extended resource's request to its
+    limit), and a toleration of the ``nvidia.com/gpu`` taint that GPU node pools usually carry."""
+    pod = copy.deepcopy(dict(pod))
+    for container in pod["containers"]:
+        if container["name"] == "worker":
+            container["resources"]["limits"][GPU_RESOURCE] = "1"
+    toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    pod["tolerations"] = [*pod.get("tolerations", []), toleration]
+    return pod
 
 
 def kube_cluster(settings: Settings, env: Mapping[str, str]) -> Any:

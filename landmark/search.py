@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .contract import FeatureBatch, Features
+from .errors import ConfigError
 from .matching import MatchConfig, match_batch
 from .store import Partition, read_batch
 from .worker_db import forget_connection, worker_connection
@@ -41,14 +42,15 @@ class LoadedPartition:
     """A partition as a worker holds it in memory between queries."""
 
     uris: list[str]
-    batch: FeatureBatch
+    batch: FeatureBatch  # or, with device cuda, a landmark.gpu.HeldBatch in the worker's GPU
 
     def __sizeof__(self) -> int:  # lets Dask account for the memory it holds
         return self.batch.nbytes + sum(len(u) + 49 for u in self.uris)
 
 
-def load_partition(url: str, partition: Partition) -> LoadedPartition:
-    """Runs on a Dask worker: read one partition from PostgreSQL."""
+def load_partition(url: str, partition: Partition, device: str = "cpu", held: str = "float16") -> LoadedPartition:
+    """Runs on a Dask worker: read one partition from PostgreSQL; with ``device`` ``cuda``, hold
+    it in GPU memory (descriptors as ``held``) instead of the worker's."""
     import psycopg2
 
     try:
@@ -57,7 +59,18 @@ def load_partition(url: str, partition: Partition) -> LoadedPartition:
         # The cached connection went stale (server restart, idle timeout): reconnect once.
         forget_connection(url)
         uris, batch = read_batch(worker_connection(url), partition)
-    return LoadedPartition(uris, batch)
+    return LoadedPartition(uris, _on_gpu(batch, held) if device == "cuda" else batch)
+
+
+def _on_gpu(batch: FeatureBatch, held: str) -> Any:
+    """``batch`` in this worker's GPU (:mod:`landmark.gpu`, imported only here: CPU workers never
+    import PyTorch); the host copy is dropped with the return."""
+    try:
+        from .gpu import hold
+    except ImportError as error:
+        raise ConfigError(f"device cuda: this Dask worker cannot import PyTorch ({error}); install "
+                          "'landmark[gpu]' on the workers") from None
+    return hold(batch, descriptors=held, device="cuda")
 
 
 def match_loaded(
@@ -82,12 +95,14 @@ class PartitionCache:
 
     RECENT_QUERIES = 8
 
-    def __init__(self, client: Any, url: str) -> None:
+    def __init__(self, client: Any, url: str, device: str = "cpu", gpu_descriptors: str = "float16") -> None:
         self.client = client
         self.url = url
+        self.device = device
+        self.gpu_descriptors = gpu_descriptors
         self._held: dict[str, Any] = {}
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._tag = hashlib.sha1(url.encode()).hexdigest()[:12]
+        self._tag = hashlib.sha1(f"{url} {device} {gpu_descriptors}".encode()).hexdigest()[:12]
 
     def futures(
         self, partitions: Sequence[Partition], codebook_id: int | None = None
@@ -112,7 +127,8 @@ class PartitionCache:
                 # partition still loads if its worker has gone.
                 where = {"workers": [workers[index % len(workers)]], "allow_other_workers": True} if workers else {}
                 if codebook_id is None:
-                    self._held[key] = self.client.submit(load_partition, self.url, partition, key=key, **where)
+                    self._held[key] = self.client.submit(load_partition, self.url, partition, self.device,
+                                                         self.gpu_descriptors, key=key, **where)
                 else:
                     self._held[key] = self.client.submit(load_vectors, self.url, codebook_id, partition, key=key,
                                                          **where)

@@ -119,7 +119,7 @@ class Session:
     @property
     def partition_cache(self) -> PartitionCache:
         if self._cache is None:
-            self._cache = PartitionCache(self.client, self.store.url)
+            self._cache = PartitionCache(self.client, self.store.url, self.settings.device, self.settings.gpu_descriptors)
         return self._cache
 
     def close(self) -> None:

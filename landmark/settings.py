@@ -75,6 +75,16 @@ class Settings:
     partition_size: int = setting(
         256, env="LANDMARK_PARTITION_SIZE", help="stored images per Dask matching task"
     )
+    device: Literal["cpu", "cuda"] = setting(
+        "cpu", env="LANDMARK_DEVICE",
+        help="where query matching runs: cpu, or cuda (each Dask worker holds its partitions in the memory of one "
+        "GPU and matches and verifies them there; needs landmark[gpu] on the workers)",
+    )
+    gpu_descriptors: Literal["float16", "int8"] = setting(
+        "float16", env="LANDMARK_GPU_DESCRIPTORS", cli=False,
+        help="device cuda: descriptors held in GPU memory as float16 (the store's own values) or int8 (half the "
+        "memory; products move by ~1e-3, a few putative matches change)",
+    )
     results: str = setting(
         "", env="LANDMARK_RESULTS",
         help="where jobs write their results: a directory or an s3:// prefix (empty: HOME/results)",

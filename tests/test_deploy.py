@@ -225,3 +225,23 @@ def test_every_variable_set_is_one_the_code_reads_and_every_setting_is_documente
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile and "ARG TENSORFLOW" in dockerfile
     assert "LANDMARK_DELF_MODEL=${DELF_MODEL_URL:+/opt/models/delf}" in dockerfile
+
+
+def test_the_gpu_variant_of_the_dask_workers() -> None:
+    """``LANDMARK_DEVICE=cuda``: each worker pod asks for one GPU and tolerates GPU nodes' taint;
+    the DaskCluster still validates against the operator's CRD, and its worker pod against
+    Kubernetes' own Pod schema; nothing else changes."""
+    base = {"dask": "kubernetes", "dask_image": "registry/landmark:gpu"}
+    cpu = dask_cluster_spec(cfg.resolve(Settings, base, environ={}), THREAD_ENV)
+    gpu = dask_cluster_spec(cfg.resolve(Settings, {**base, "device": "cuda"}, environ={}), THREAD_ENV)
+    validate(gpu)
+    pod = gpu["spec"]["worker"]["spec"]
+    validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "landmark-dask-worker"}, "spec": pod})
+    (worker,) = pod["containers"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert "nvidia.com/gpu" not in str(gpu["spec"]["scheduler"])
+    cpu_pod = cpu["spec"]["worker"]["spec"]
+    assert "tolerations" not in cpu_pod and "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+    gpu["spec"]["worker"]["spec"] = cpu_pod
+    assert gpu == cpu
