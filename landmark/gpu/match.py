@@ -60,6 +60,7 @@ def match_held(query: Features, held: HeldBatch, config: MatchConfig, *, kernels
     nq = query.num_features
     counts = torch.zeros((len(held), 2), dtype=torch.int64, device=device)
     rows_per_run = KERNEL_ROWS if fused else max(1, nn.TORCH_PRODUCT_ELEMENTS // nq)
+    largest = int(np.diff(held.offsets).max())  # the most putative matches a pair can have
     for first, end in _blocks(held.offsets, rows_per_run):
         lo, hi = int(held.offsets[first]), int(held.offsets[end])
         if hi == lo:
@@ -74,27 +75,28 @@ def match_held(query: Features, held: HeldBatch, config: MatchConfig, *, kernels
         before = torch.nn.functional.pad(torch.cumsum(keep, 0), (1, 0))
         putatives = before[bounds[1:]] - before[bounds[:-1]]  # [C]
         counts[first:end, 1] = putatives
+        # Every image of the run is a pair, those not verified with no points: nothing here waits
+        # for the device, so Python queues the next run while this one computes.
         verified = putatives >= needed
-        rows = torch.nonzero(keep & verified[image]).squeeze(1)  # ascending: the CPU path's order
-        if len(rows) == 0:
-            continue
-        pairs = torch.nonzero(verified).squeeze(1)
-        sizes = putatives[pairs]
-        points = torch.cat([locations[found.index[rows]], held.locations[lo + rows]], dim=1)  # [n x 4]
-        counts[first + pairs, 0] = verify(points, torch.cumsum(sizes, 0) - sizes, sizes, config, fused)
+        chosen = keep & verified[image]
+        slot = torch.where(chosen, torch.cumsum(chosen, 0) - 1, hi - lo)  # by stored row: the CPU path's order
+        points = torch.empty((hi - lo + 1, 4), dtype=torch.float32, device=device)  # the rest into a spare row
+        points[slot] = torch.cat([locations[found.index], held.locations[lo:hi]], dim=1)
+        sizes = torch.where(verified, putatives, 0)
+        counts[first:end, 0] = verify(points, torch.cumsum(sizes, 0) - sizes, sizes, config, fused, largest)
     return counts.cpu().numpy()
 
 
 def verify(points: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, config: MatchConfig,
-           fused: bool) -> torch.Tensor:
+           fused: bool, largest: int) -> torch.Tensor:
     """int64 ``[P]`` inliers of each pair: pair ``p``'s correspondences are ``points`` float32
-    ``[n x 4]`` rows ``starts[p]:starts[p] + sizes[p]``, ``(src x, src y, dst x, dst y)``."""
+    ``[n x 4]`` rows ``starts[p]:starts[p] + sizes[p]``, ``(src x, src y, dst x, dst y)``; no
+    pair has more than ``largest`` (0 for a pair with fewer than the model's minimum)."""
     if config.verification != "affine":
         host, first, size = points.cpu().numpy(), starts.cpu().numpy(), sizes.cpu().numpy()
-        found = [count_inliers(host[s:s + n, :2], host[s:s + n, 2:], config) for s, n in zip(first, size)]
+        found = [count_inliers(host[s:s + n, :2], host[s:s + n, 2:], config) if n else 0 for s, n in zip(first, size)]
         return torch.tensor(found, dtype=torch.int64, device=points.device)
-    largest = ransac.table_size(int(sizes.max()))
-    samples, stops = ransac.tables(config.seed, config.ransac_trials, largest, str(points.device))
+    samples, stops = ransac.tables(config.seed, config.ransac_trials, ransac.table_size(largest), str(points.device))
     if fused:
         from .kernels import counts_triton
 

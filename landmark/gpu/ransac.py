@@ -93,30 +93,33 @@ def fit(points: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def counts_torch(points: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, samples: torch.Tensor,
                  threshold: float) -> torch.Tensor:
-    """int16 ``[P x T]``: inliers of each hypothesis of each pair (0 where degenerate), in runs of
-    pairs that keep each ``[pairs x T x K]`` block under :data:`TORCH_SCORE_ELEMENTS`."""
+    """int16 ``[P x T]``: inliers of each hypothesis of each pair (0 where degenerate, and for a
+    pair of fewer than 3 points), in runs of pairs that keep each ``[pairs x T x K]`` block under
+    :data:`TORCH_SCORE_ELEMENTS`."""
     trials = samples.shape[1]
     limit = float(threshold) ** 2
     out = torch.zeros((len(sizes), trials), dtype=torch.int16, device=points.device)
     host_sizes = sizes.cpu().numpy()
+    active = np.flatnonzero(host_sizes >= 3)  # the others have no hypothesis: 0
     first = 0
-    while first < len(host_sizes):
-        width = int(host_sizes[first])
+    while first < len(active):
+        width = int(host_sizes[active[first]])
         end = first + 1
-        while end < len(host_sizes) and (end - first + 1) * trials * max(width, int(host_sizes[end])) \
+        while end < len(active) and (end - first + 1) * trials * max(width, int(host_sizes[active[end]])) \
                 <= TORCH_SCORE_ELEMENTS:
-            width = max(width, int(host_sizes[end]))
+            width = max(width, int(host_sizes[active[end]]))
             end += 1
+        pairs = torch.from_numpy(active[first:end]).to(points.device)
         span = torch.arange(width, device=points.device)
-        valid = span[None, :] < sizes[first:end, None]  # [P x K]
-        rows = torch.where(valid, starts[first:end, None] + span[None, :], 0)
+        valid = span[None, :] < sizes[pairs, None]  # [P x K]
+        rows = torch.where(valid, starts[pairs, None] + span[None, :], 0)
         padded = points[rows].double()  # [P x K x 4]
-        model, degenerate = fit(padded, samples[sizes[first:end].long()].long())
+        model, degenerate = fit(padded, samples[sizes[pairs].long()].long())
         sx, sy, dx, dy = (padded[:, None, :, c] for c in range(4))  # [P x 1 x K]
         m0x, m1x, tx, m0y, m1y, ty = (model[..., c, None] for c in range(6))  # [P x T x 1]
         rx = m0x * sx + m1x * sy + tx - dx
         ry = m0y * sx + m1y * sy + ty - dy
         inside = ((rx * rx + ry * ry) < limit) & valid[:, None, :]
-        out[first:end] = torch.where(degenerate, 0, inside.sum(dim=2)).to(torch.int16)
+        out[pairs] = torch.where(degenerate, 0, inside.sum(dim=2)).to(torch.int16)
         first = end
     return out
