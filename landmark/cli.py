@@ -29,7 +29,7 @@ LANDMARK_DASK_SCHEDULER, ...); a command-line option beats the environment, whic
 
 _STORE = ("home", "database_url")
 _EXTRACT = ("extractor", "max_image_pixels")
-_MATCH = ("dask", "dask_scheduler", "dask_workers", "partition_size")
+_MATCH = ("dask", "dask_scheduler", "dask_workers", "partition_size", "device")
 _QUEUE = ("broker_url", "results")
 TAKES: dict[str, tuple[str, ...] | None] = {
     "index": _STORE + _EXTRACT,
