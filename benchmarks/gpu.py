@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000],
                         help="DELF-shaped images held (default: 100000 1000000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed queries per case (default 5)")
+    parser.add_argument("--large-held", default="int8", choices=("int8", "float16"),
+                        help="descriptors of the largest size (default int8: a million float16 DELF-shaped images "
+                        "need 80 GB, more than an H100 holds)")
     parser.add_argument("--queries", type=int, default=None, help="landmark photos queried for agreement (all 17)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -235,7 +238,7 @@ def main() -> None:
         del held
         torch.cuda.empty_cache() if device.type == "cuda" else None
     if large != small:
-        held = replicas(delf, large, "int8", device)
+        held = replicas(delf, large, args.large_held, device)
         speed.append(throughput("DELF-shaped", held, delf_queries, PRESETS["delf"], args.kernels, limits, args.repeats))
         del held
         torch.cuda.empty_cache() if device.type == "cuda" else None
