@@ -9,10 +9,14 @@ starting together) agree on the order and run each statement once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 SCHEMA_LOCK = 0x6C616E64  # "land": the advisory lock every owner's migrations take
 
@@ -41,3 +45,18 @@ def migrate(cur: Any, version_table: str, migrations: Sequence[str], location: s
         cur.execute(f"INSERT INTO {version_table} VALUES (%s)", (len(migrations),))
     elif version != len(migrations):
         cur.execute(f"UPDATE {version_table} SET version = %s", (len(migrations),))
+
+
+_migrated: set[tuple[str, str]] = set()
+_migrating = threading.Lock()
+
+
+def migrate_once(store: Store, version_table: str, migrations: Sequence[str]) -> None:
+    """:func:`migrate` one owner's tables on ``store``, the first time this process uses them
+    (after that, checking the version on every use would cost a round trip for nothing)."""
+    key = (store.url, version_table)
+    with _migrating:
+        if key not in _migrated:
+            with store.transaction() as cur:
+                migrate(cur, version_table, migrations, store.location)
+            _migrated.add(key)

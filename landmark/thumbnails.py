@@ -18,13 +18,12 @@ jpeg       bytea   baseline JPEG, quality :data:`QUALITY`, longer side at most :
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .schema import migrate
+from .schema import migrate_once
 
 if TYPE_CHECKING:
     from .store import Store
@@ -47,9 +46,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE thumbnails ALTER COLUMN jpeg SET STORAGE EXTERNAL;
     """,
 )
-
-_migrated: set[str] = set()
-_migrating = threading.Lock()
 
 
 def encode(image: np.ndarray) -> bytes:
@@ -78,11 +74,7 @@ class Thumbnails:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        with _migrating:
-            if store.url not in _migrated:
-                with store.transaction() as cur:
-                    migrate(cur, "landmark_thumbnails_schema", MIGRATIONS, store.location)
-                _migrated.add(store.url)
+        migrate_once(store, "landmark_thumbnails_schema", MIGRATIONS)
 
     def read(self, uris: Iterable[str]) -> dict[str, bytes]:
         """``{uri: jpeg}`` of those of ``uris`` that have a thumbnail."""

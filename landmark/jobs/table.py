@@ -42,7 +42,6 @@ were the store's 4 and 5; on a store that already has them they change nothing.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..indexing import IndexReport
-from ..schema import migrate
+from ..schema import migrate_once
 from .job import FINISHED, KINDS, Claim, Job, JobNotFoundError, Work
 
 if TYPE_CHECKING:
@@ -118,10 +117,6 @@ _LEASE = "now() + %s * interval '1 second'"
 _ACTIVE = "status IN ('queued', 'running')"
 _RELEASED = "holder = NULL, lease_until = NULL"
 
-_migrated: set[str] = set()
-_migrating = threading.Lock()
-
-
 @dataclass
 class Swept:
     """What one sweep did: units sent again, and jobs or batches given up (with the reason)."""
@@ -135,11 +130,7 @@ class Jobs:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        with _migrating:
-            if store.url not in _migrated:
-                with store.transaction() as cur:
-                    migrate(cur, "landmark_jobs_schema", MIGRATIONS, store.location)
-                _migrated.add(store.url)
+        migrate_once(store, "landmark_jobs_schema", MIGRATIONS)
 
     def beside(self) -> Jobs:
         """The same tables on a connection of its own (for a heartbeat thread); close it after."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..schema import migrate
+from ..schema import migrate_once
 from ..store import Partition
 
 if TYPE_CHECKING:
@@ -81,17 +81,12 @@ class Coverage:
         return self.images - self.indexed
 
 
-_migrated: set[str] = set()
-
-
 @contextmanager
 def transaction(store: Store) -> Iterator[Any]:
     """A cursor on ``store`` in one transaction, with these tables brought up to date first (once
     per store and process)."""
+    migrate_once(store, VERSION_TABLE, MIGRATIONS)
     with store.transaction() as cur:
-        if store.url not in _migrated:
-            migrate(cur, VERSION_TABLE, MIGRATIONS, store.location)
-            _migrated.add(store.url)
         yield cur
 
 
