@@ -114,10 +114,14 @@ class PartitionCache:
 
         kind = "partition" if codebook_id is None else f"vectors-{codebook_id}"
         keys = [f"landmark-{kind}-{self._tag}-{p.lo}-{p.hi}-{p.rows}-{p.revision}" for p in partitions]
-        for stale in {key for key in self._held if key.startswith(f"landmark-{kind}-")} - set(keys):
-            del self._held[stale]  # dropping the future lets the worker free the memory
-        for other in [key for key in self._held if not key.startswith(f"landmark-{kind}-")]:
-            del self._held[other]  # one kind at a time: features and vectors would double the memory
+        # Drop what changed, and the vectors of an older codebook; dropping a future lets the
+        # worker free its memory. Features and current vectors stay held side by side (vectors
+        # are an eighth of the features' size), so switching search modes reads nothing again.
+        wanted = set(keys)
+        for key in list(self._held):
+            replaced = key.startswith("landmark-vectors-") and codebook_id is not None
+            if key not in wanted and (key.startswith(f"landmark-{kind}-") or replaced):
+                del self._held[key]
         loaded = 0
         workers = sorted(self.client.scheduler_info().get("workers", {}))
         for index, (key, partition) in enumerate(zip(keys, partitions)):
