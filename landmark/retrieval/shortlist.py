@@ -50,11 +50,9 @@ def load_vectors(url: str, codebook_id: int, partition: Partition) -> HeldVector
     from .table import read_vectors
 
     with worker_cursor(url) as cur:
-        ids, uris, vectors = read_vectors(cur, codebook_id, partition)
-    if vectors is None:
-        return HeldVectors(ids, uris, np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.arange(len(ids)))
-    have = ~np.isnan(vectors[:, 0])
-    return HeldVectors(ids, uris, vectors[have].astype(np.float32), np.flatnonzero(have), np.flatnonzero(~have))
+        ids, uris, indexed, vectors = read_vectors(cur, codebook_id, partition)
+    unindexed = np.setdiff1d(np.arange(len(ids)), indexed)
+    return HeldVectors(ids, uris, vectors.astype(np.float32), indexed, unindexed)
 
 
 def most_similar(

@@ -166,9 +166,11 @@ def coverage(cur: Any, codebook_id: int) -> Coverage:
     return Coverage(int(images), int(indexed))
 
 
-def read_vectors(cur: Any, codebook_id: int, partition: Partition) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    """The images of ``partition`` in id order: ids ``[n]``, URIs, and their current vectors
-    ``[n x dim]`` float16 with NaN rows where an image has none (``None`` for an empty partition)."""
+def read_vectors(
+    cur: Any, codebook_id: int, partition: Partition
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """The images of ``partition`` in id order: ids ``[n]``, URIs, the positions ``[m]`` of those
+    with a current vector, and those vectors ``[m x dim]`` float16."""
     cur.execute(
         "SELECT l.id, l.uri, v.vector FROM landmarks l LEFT JOIN retrieval_vectors v "
         "ON v.codebook_id = %s AND v.landmark_id = l.id AND v.revision = l.revision "
@@ -176,13 +178,8 @@ def read_vectors(cur: Any, codebook_id: int, partition: Partition) -> tuple[np.n
         (codebook_id, partition.lo, partition.hi),
     )
     rows = cur.fetchall()
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    uris = [r[1] for r in rows]
-    present = [r[2] for r in rows if r[2] is not None]
-    if not present:
-        return ids, uris, None
-    dim = len(bytes(present[0])) // 2
-    vectors = np.full((len(rows), dim), np.nan, dtype=np.float16)
-    have = np.array([r[2] is not None for r in rows])
-    vectors[have] = decode_vectors(present, dim)
-    return ids, uris, vectors
+    present = [n for n, row in enumerate(rows) if row[2] is not None]
+    blobs = [rows[n][2] for n in present]
+    dim = len(bytes(blobs[0])) // 2 if blobs else 0
+    return (np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], np.array(present, dtype=np.int64),
+            decode_vectors(blobs, dim))
